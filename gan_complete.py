@@ -1,0 +1,942 @@
+"""WGAN-GP on the Oxford 102 Flowers: the flagship script of this collection.
+
+Wasserstein GAN with gradient penalty (Gulrajani et al. 2017, "Improved Training of
+Wasserstein GANs"): the critic estimates the Wasserstein-1 distance between real and
+generated images, and a penalty (||grad_x D(x_hat)|| - 1)^2 on random interpolates keeps it
+close to 1-Lipschitz. Critic with InstanceNorm (BatchNorm would break the per-sample
+penalty), Adam with betas (0, 0.9), n_critic critic steps per generator step, cosine LR.
+
+Run it:
+    python gan_complete.py                                  # the defaults: 64x64, 60 epochs
+    python gan_complete.py --g-channels 128 --d-channels 128 --epochs 5   # a CPU-sized run
+    python gan_complete.py --resume                         # continue GAN_output after a stop
+    python gan_complete.py --sample GAN_output/generator.pkl --num-samples 100
+    python gan_complete.py --help                           # every Config field as a flag
+
+How it differs from its siblings (`diff gan_complete.py wgan_clip.py` shows exactly this):
+    wgan_clip.py  WGAN with weight clipping (Arjovsky et al. 2017): the critic's weights are
+                  clamped to +-clip_value instead of a gradient penalty; RMSprop; BatchNorm.
+    dcgan.py      DCGAN (Radford et al. 2015): a discriminator with a sigmoid (BCE on logits),
+                  BatchNorm, Adam (0.5, 0.999), one-sided label smoothing.
+Everything else (data, generator, outputs, checkpoints, command line) is the same text.
+"""
+import argparse
+import collections
+import copy
+import csv
+import dataclasses
+import inspect
+import io
+import json
+import math
+import os
+import pickle
+import random
+import re
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchvision.utils import make_grid, save_image
+from tqdm.auto import tqdm
+
+import preprocess
+
+VARIANT = "WGAN-GP"
+
+
+# ----------------------------------------------------------------------------- Config
+@dataclass
+class Config:
+    # data (handed to preprocess.py, which caches cleaned images once for all three scripts)
+    data_dir: str = "."  # folder holding the flowers (jpg/ + category_to_images.json, or the official layout)
+    source: str = "auto"  # auto | coursework | official | torchvision | folder | synthetic
+    cache_dir: str = "cache"  # where preprocess.py keeps the cleaned images
+    img_size: int = 64  # image side in pixels: 32, 64, 128 or 256
+    rotations: int = preprocess.DEFAULT_ROTATIONS  # extra randomly rotated copies per image
+    max_angle: float = preprocess.DEFAULT_MAX_ANGLE  # largest rotation, degrees
+    data_seed: int = 0  # seed of the rotations (part of the cache's name)
+    synthetic_images: int = 2000  # images drawn by --source synthetic
+    synthetic_classes: int = 10  # classes drawn by --source synthetic
+    preprocess_workers: int = 0  # processes for preprocessing; 0 = all CPU cores
+    # models
+    z_dim: int = 100  # length of the noise vector z
+    g_channels: int = 1024  # generator width: channels of its first 4x4 feature map
+    d_channels: int = 1024  # critic width: channels of its last 4x4 feature map
+    # training
+    epochs: int = 60  # passes over the (rotated) data set
+    batch_size: int = 32  # images per critic step
+    lr_generator: float = 2e-4  # Adam learning rate of the generator (peak of the cosine)
+    lr_discriminator: float = 2e-4  # Adam learning rate of the critic (peak of the cosine)
+    betas: tuple = (0.0, 0.9)  # Adam betas; beta1 = 0 as in the WGAN-GP paper
+    n_critic: int = 5  # critic steps per generator step
+    lambda_gp: float = 10.0  # weight of the gradient penalty
+    ema_decay: float = 0.999  # EMA of the generator's weights for samples and saved weights; 0 = off
+    seed: int = 42  # seeds python, numpy and torch: the same seed gives the same weights on CPU
+    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    amp: str = "auto"  # mixed precision: auto (bf16 on CUDA, fp32 elsewhere) | bf16 | off
+    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and tensor cores
+    compile: bool = False  # torch.compile the generator (minutes of start-up, faster steps on GPU)
+    deterministic: bool = False  # deterministic GPU kernels (slower); CPU runs are always reproducible
+    # outputs
+    out_dir: str = "GAN_output"  # where every output file goes
+    log_every: int = 20  # steps between metric flushes and progress updates (one host sync each)
+    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch; 0 = only at epoch ends
+    latent_pool: int = 256  # images generated for the latent-space analysis
+    keep_copies: bool = False  # also keep timestamped copies of the final weights
+    resume: bool = False  # continue the run in out_dir from its checkpoint
+    overwrite: bool = False  # start afresh even if out_dir holds a run
+    progress: bool = True  # show tqdm progress bars
+    # sampling from saved weights instead of training
+    sample: str = ""  # path of a generator.pkl: write samples from it and exit
+    num_samples: int = 64  # images written by --sample and in generated_samples.png
+
+
+# ----------------------------------------------------------------------------- command line
+class ConfigError(Exception):
+    """A user mistake in the configuration; the message says what to do."""
+
+
+class WeightsError(Exception):
+    """A weights or checkpoint file that cannot be used; the message says why."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line instead of argparse's usage wall: the Config has many fields.
+        raise ConfigError(f"{message} (see --help)")
+
+
+def _field_comments():
+    """The comment after each Config field, used as its --help text (one source of truth)."""
+    try:
+        source = inspect.getsource(Config)
+    except (OSError, TypeError):
+        return {}
+    return dict(re.findall(r"^\s+(\w+): [^=]+= .*?  # (.*)$", source, flags=re.M))
+
+
+def build_parser():
+    parser = _Parser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,  # so that only the flags a user typed are returned
+    )
+    comments = _field_comments()
+    for field in dataclasses.fields(Config):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = f"{comments.get(field.name, '')} (default: {field.default})"
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        elif isinstance(field.default, tuple):
+            parser.add_argument(flag, nargs=len(field.default), type=float, help=help_text)
+        else:
+            parser.add_argument(flag, type=type(field.default), help=help_text)
+    return parser
+
+
+def config_from_dict(values):
+    """A Config from a dict (config.json, a checkpoint), ignoring unknown keys."""
+    names = {f.name: f for f in dataclasses.fields(Config)}
+    kept = {k: (tuple(v) if isinstance(names[k].default, tuple) else v)
+            for k, v in values.items() if k in names}
+    return Config(**kept)
+
+
+def read_config(path):
+    """The Config a run was trained with, from its config.json."""
+    try:
+        return config_from_dict(json.loads(Path(path).read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"cannot read the run's config {path}: {error}") from None
+
+
+def parse_config(argv=None):
+    """(Config, the fields given on the command line)."""
+    given = vars(build_parser().parse_args(argv))
+    given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items()}
+    return Config(**given), given
+
+
+def validate_config(config):
+    positive = ["epochs", "batch_size", "z_dim", "g_channels", "d_channels", "n_critic",
+                "log_every", "num_samples", "synthetic_images", "synthetic_classes",
+                "lr_generator", "lr_discriminator"]
+    for name in positive:
+        if not getattr(config, name) > 0:  # also catches nan
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
+    for name in ["rotations", "checkpoint_every", "preprocess_workers", "max_angle"]:
+        if not getattr(config, name) >= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
+    if config.img_size not in (32, 64, 128, 256):
+        raise ConfigError(f"--img-size must be 32, 64, 128 or 256, got {config.img_size}")
+    blocks = int(math.log2(config.img_size)) - 2
+    for name in ["g_channels", "d_channels"]:
+        if getattr(config, name) % 2 ** (blocks - 1):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a multiple of {2 ** (blocks - 1)} "
+                              f"at img_size {config.img_size} (it is halved per block)")
+    if not 0 <= config.ema_decay < 1:
+        raise ConfigError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
+    if config.latent_pool < 8:
+        raise ConfigError(f"--latent-pool must be at least 8, got {config.latent_pool}")
+    if config.amp not in ("auto", "bf16", "off"):
+        raise ConfigError(f"--amp must be auto, bf16 or off, got {config.amp!r}")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", config.device):
+        raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {config.device!r}")
+    method_checks(config)
+
+
+# ----------------------------------------------------------------------------- utilities
+def resolve_device(name):
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: MPS is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def amp_dtype(config, device):
+    """bf16 autocast needs no GradScaler (fp32's exponent range), so it is the only mode offered."""
+    if config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda"
+                                and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return None
+
+
+def seed_everything(seed, deterministic):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # cudnn.benchmark picks the fastest kernels by timing them, which can differ run to run.
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+
+
+def rng_states():
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()  # loadable with weights_only
+    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_states(states):
+    random.setstate((states["python"][0], tuple(states["python"][1]), states["python"][2]))
+    numpy_state = copy.deepcopy(states["numpy"])
+    numpy_state["state"]["key"] = np.array(numpy_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def atomic_write(path, write):
+    """Write through a temporary file and rename it: a crash never leaves a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_state_dict(module, path):
+    """A state_dict as a pickle of CPU tensors, so it loads on a machine without a GPU."""
+    state = collections.OrderedDict((k, v.detach().cpu()) for k, v in module.state_dict().items())
+    atomic_write(path, lambda f: pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _storage_from_bytes(data):
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+class _StateDictUnpickler(pickle.Unpickler):
+    # A pickle can name any callable and have it run on load. A state_dict needs only these
+    # three; torch's own storage loader is swapped for one that loads with weights_only=True.
+    ALLOWED = {("collections", "OrderedDict"): collections.OrderedDict,
+               ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+               ("torch.storage", "_load_from_bytes"): _storage_from_bytes}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a state_dict never holds")
+        return self.ALLOWED[(module, name)]
+
+
+def load_state_dict_safely(path):
+    """Load a .pkl state_dict without running code from it (a classmate's file can be hostile)."""
+    try:
+        with open(path, "rb") as f:
+            state = _StateDictUnpickler(f).load()
+    except FileNotFoundError:
+        raise WeightsError(f"no weights file at {path}") from None
+    except Exception as error:  # a truncated or foreign file can fail in many ways inside pickle
+        raise WeightsError(f"refusing {path}: not a plain state_dict ({error})") from None
+    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in state.items())):
+        raise WeightsError(f"refusing {path}: it holds no state_dict of tensors")
+    return state
+
+
+def load_weights(module, state, path):
+    """load_state_dict with a message that names the mismatch and the Config fields behind it."""
+    expected = module.state_dict()
+    for key, value in expected.items():
+        if key not in state:
+            raise WeightsError(f"{path} does not fit the Config: it has no '{key}'")
+        if state[key].shape != value.shape:
+            raise WeightsError(
+                f"{path} does not fit the Config: '{key}' has shape {list(state[key].shape)} in the file "
+                f"but {list(value.shape)} here; pass the --z-dim / --g-channels / --d-channels / "
+                "--img-size the weights were trained with")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise WeightsError(f"{path} does not fit the Config: unexpected '{extra[0]}' (another --img-size?)")
+    module.load_state_dict(state)
+
+
+def load_generator(weights_path, config, device="cpu"):
+    """A Generator in eval mode with the weights of a generator.pkl (used by --sample and compare.py)."""
+    generator = Generator(config)
+    load_weights(generator, load_state_dict_safely(weights_path), weights_path)
+    return generator.to(device).train(False)
+
+
+def count_parameters(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def write_json(path, data):
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
+
+
+# ----------------------------------------------------------------------------- data
+class InMemoryLoader:
+    """Batches of images in [-1, 1] from a uint8 tensor held on the training device.
+
+    Decoding JPEGs every epoch costs more than the training step on a small machine, so the
+    preprocessed images are decoded once and kept as uint8 (8,189 x 3 x 64 x 64 is 100 MB);
+    shuffling, random horizontal flips and scaling happen on the device. The order of an epoch
+    depends only on (seed, epoch), so a run resumed in the middle of an epoch sees the same batches.
+    """
+
+    def __init__(self, images, batch_size, seed, device, channels_last=True):
+        if len(images) < batch_size:
+            raise ConfigError(f"--batch-size {batch_size} is larger than the data set ({len(images)} images)")
+        self.images = images.to(device)
+        self.batch_size, self.seed, self.device = batch_size, seed, torch.device(device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __len__(self):
+        return len(self.images) // self.batch_size  # drop the last partial batch (BatchNorm)
+
+    def batches(self, epoch, start=0):
+        order = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        permutation = torch.randperm(len(self.images), generator=order).to(self.device)
+        flips = (torch.rand(len(self.images), generator=order) < 0.5).to(self.device)
+        for index in range(start, len(self)):
+            picked = permutation[index * self.batch_size:(index + 1) * self.batch_size]
+            real = self.images[picked].float().div_(127.5).sub_(1.0)
+            real = torch.where(flips[picked, None, None, None], real.flip(3), real)
+            yield index, real.contiguous(memory_format=self.memory_format)
+
+
+# ----------------------------------------------------------------------------- models
+def weights_init(module):
+    """DCGAN initialisation (Radford et al. 2015): N(0, 0.02) weights, N(1, 0.02) norm scales."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm2d, nn.InstanceNorm2d)) and module.weight is not None:
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class Generator(nn.Module):
+    """z -> Linear -> g_channels x 4 x 4 -> (ConvTranspose2d k4 s2, BatchNorm, ReLU) x n -> Tanh."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.channels = config.g_channels
+        self.project = nn.Linear(config.z_dim, config.g_channels * 4 * 4)
+        layers = [nn.BatchNorm2d(config.g_channels), nn.ReLU(True)]
+        channels = config.g_channels
+        for _ in range(int(math.log2(config.img_size)) - 3):  # 4 -> img_size / 2
+            layers += [nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(channels // 2), nn.ReLU(True)]
+            channels //= 2
+        layers += [nn.ConvTranspose2d(channels, 3, 4, 2, 1), nn.Tanh()]  # img_size / 2 -> img_size
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.net(self.project(z).view(-1, self.channels, 4, 4))
+
+
+def critic_norm(channels):
+    """InstanceNorm, not BatchNorm: the gradient penalty is per sample, and BatchNorm makes
+    each critic output depend on the whole batch (Gulrajani et al. 2017, section 4)."""
+    return nn.InstanceNorm2d(channels, affine=True)
+
+
+class Discriminator(nn.Module):
+    """The critic: strided Conv2d blocks, LeakyReLU(0.2), a last 4x4 conv to one unbounded score."""
+
+    def __init__(self, config):
+        super().__init__()
+        blocks = int(math.log2(config.img_size)) - 2  # img_size -> 4
+        channels = config.d_channels // 2 ** (blocks - 1)
+        layers = [nn.Conv2d(3, channels, 4, 2, 1), nn.LeakyReLU(0.2, True)]  # no norm on the input layer
+        for _ in range(blocks - 1):
+            layers += [nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False), critic_norm(channels * 2),
+                       nn.LeakyReLU(0.2, True)]
+            channels *= 2
+        layers += [nn.Conv2d(channels, 1, 4, 1, 0)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x).view(-1)
+
+
+# ----------------------------------------------------------------------------- the method: WGAN-GP
+CRITIC_VIEW = "critic's view: E[D(x)] - E[D(G(z))] (w_dist) and the gradient penalty (gp)"
+
+
+def method_checks(config):
+    if not config.lambda_gp > 0:
+        raise ConfigError(f"--lambda-gp must be > 0 for WGAN-GP, got {config.lambda_gp}")
+    if not all(0 <= b < 1 for b in config.betas):
+        raise ConfigError(f"--betas must be two numbers in [0, 1), got {config.betas}")
+
+
+def make_optimizers(generator, discriminator, config, device):
+    # beta1 = 0: momentum fights the critic's moving target (WGAN-GP paper, Algorithm 1).
+    fused = device.type == "cuda"  # one kernel for all parameters
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=config.betas, fused=fused)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=config.betas,
+                             fused=fused)
+    return opt_g, opt_d
+
+
+def compute_gradient_penalty(discriminator, real, fake):
+    """E[(||grad_x_hat D(x_hat)||_2 - 1)^2] on x_hat = a * real + (1 - a) * fake, a ~ U[0, 1] per sample."""
+    alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device)
+    interpolates = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    scores = discriminator(interpolates)
+    (gradients,) = torch.autograd.grad(scores.sum(), interpolates, create_graph=True)
+    # reshape, not view: the gradient of a channels_last input is not contiguous in NCHW order.
+    gradients = gradients.float().reshape(gradients.size(0), -1)
+    return ((gradients.norm(2, dim=1) - 1) ** 2).mean()
+
+
+def critic_step(generator, discriminator, real, opt_d, config, autocast):
+    """One critic update; returns (d_loss, Wasserstein estimate, gradient penalty)."""
+    z = torch.randn(real.size(0), config.z_dim, device=real.device)
+    with torch.no_grad(), autocast():
+        fake = generator(z)
+    with autocast():
+        real_score = discriminator(real).float().mean()
+        fake_score = discriminator(fake).float().mean()
+        gradient_penalty = compute_gradient_penalty(discriminator, real, fake.float())
+    # L_D = E[D(G(z))] - E[D(x)] + lambda * GP
+    d_loss = fake_score - real_score + config.lambda_gp * gradient_penalty
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+    return d_loss.detach(), (real_score - fake_score).detach(), gradient_penalty.detach()
+
+
+def generator_step(generator, discriminator, batch_size, opt_g, config, autocast):
+    """One generator update; returns g_loss."""
+    z = torch.randn(batch_size, config.z_dim, device=next(generator.parameters()).device)
+    with autocast():
+        # L_G = -E[D(G(z))]
+        g_loss = -discriminator(generator(z)).float().mean()
+    opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    opt_g.step()
+    return g_loss.detach()
+
+
+# ----------------------------------------------------------------------------- training
+METRIC_COLUMNS = ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time"]
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM arrived; a checkpoint was saved at the last finished step."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class NonFiniteLoss(Exception):
+    """A loss or weight became inf/nan; nothing was saved after the last good checkpoint."""
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked after each step; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        tqdm.write(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint ...")
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def cosine_schedule(optimizer, total_steps):
+    # A closed form of the step (not a recursion) so that a resumed run may change lr or epochs.
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+
+
+def load_checkpoint(path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"no checkpoint at {path}; start without --resume") from None
+    except Exception as error:  # truncated zip, foreign file, refused global: all unusable
+        raise WeightsError(f"checkpoint {path} is unreadable ({str(error).splitlines()[0]}); "
+                           "delete it and start again, or restore a copy") from None
+
+
+def train_gan(generator, discriminator, dataloader, config):
+    """Train in place; writes checkpoints, weights, samples and metrics into config.out_dir.
+
+    dataloader is an InMemoryLoader. With config.resume, continues from out_dir/checkpoint.pt.
+    Returns a dict with the run's numbers (also written to run_info.json).
+    """
+    out_dir, device = Path(config.out_dir), dataloader.device
+    dtype = amp_dtype(config, device)
+    autocast = lambda: torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    opt_g, opt_d = make_optimizers(generator, discriminator, config, device)
+    total_steps = config.epochs * len(dataloader)
+    schedulers = [cosine_schedule(opt_g, total_steps), cosine_schedule(opt_d, total_steps)]
+    ema = (AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+           if config.ema_decay > 0 else None)
+    sampler = ema.module if ema is not None else generator
+    run_generator = torch.compile(generator) if config.compile else generator
+    fixed_noise = torch.randn(64, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
+    state = {"epoch": 0, "batch": 0, "step": 0, "g_steps": 0, "elapsed": 0.0}
+    rows = []  # every metric row so far: [step, epoch, d_loss, g_loss, w_dist, gp, lr, time]
+    last_g_loss = torch.tensor(float("nan"))  # the generator's loss is logged on every critic step
+
+    checkpoint_path = out_dir / "checkpoint.pt"
+    if config.resume:
+        checkpoint = load_checkpoint(checkpoint_path)
+        load_weights(generator, checkpoint["generator"], checkpoint_path)
+        load_weights(discriminator, checkpoint["discriminator"], checkpoint_path)
+        if ema is not None and checkpoint["ema"] is not None:
+            ema.load_state_dict(checkpoint["ema"])
+        for optimizer, key in ((opt_g, "opt_g"), (opt_d, "opt_d")):
+            optimizer.load_state_dict(checkpoint[key])
+        for scheduler, key, lr in zip(schedulers, ("sched_g", "sched_d"),
+                                      (config.lr_generator, config.lr_discriminator)):
+            scheduler.load_state_dict(checkpoint[key])
+            scheduler.base_lrs = [lr]  # the Config may lower the LR on resume (after a NaN, say)
+            for group in scheduler.optimizer.param_groups:
+                group["lr"] = lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
+        state.update(checkpoint["state"])
+        rows = checkpoint["metrics"].tolist()
+        last_g_loss = torch.tensor(rows[-1][3] if rows else float("nan"))
+        fixed_noise = checkpoint["fixed_noise"]
+        set_rng_states(checkpoint["rng"])
+    fixed_noise = fixed_noise.to(device)
+
+    with open(out_dir / "metrics.csv", "w", newline="") as f:  # rewritten: drops steps after the checkpoint
+        csv.writer(f).writerows([METRIC_COLUMNS] + rows)
+
+    def save_checkpoint():
+        finite = [torch.isfinite(p).all() for p in [*generator.parameters(), *discriminator.parameters()]]
+        if not torch.stack(finite).all():
+            raise NonFiniteLoss(f"a weight became inf/nan by step {state['step']}")
+        checkpoint = {
+            "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "sched_g": schedulers[0].state_dict(), "sched_d": schedulers[1].state_dict(),
+            "state": dict(state), "metrics": torch.tensor(rows, dtype=torch.float64).reshape(-1, 8),
+            "fixed_noise": fixed_noise.cpu(), "rng": rng_states(), "config": asdict(config)}
+        atomic_write(checkpoint_path, lambda f: torch.save(checkpoint, f))
+
+    pending = []  # per-step metrics still on the device: read back every log_every steps (one sync)
+    last_g_loss = last_g_loss.to(device)
+
+    def flush_metrics(bar):
+        if not pending:
+            return
+        values = torch.stack([torch.stack(p[2]) for p in pending]).float().cpu()
+        new_rows = [[step, epoch, *v.tolist(), lr, t] for (step, epoch, _, lr, t), v in zip(pending, values)]
+        pending.clear()
+        rows.extend(new_rows)
+        with open(out_dir / "metrics.csv", "a", newline="") as f:
+            csv.writer(f).writerows(new_rows)
+        if not torch.isfinite(values).all():
+            bad = next(r for r in new_rows if not all(math.isfinite(v) for v in r[2:6]))
+            raise NonFiniteLoss(f"non-finite loss at step {bad[0]} (d_loss={bad[2]}, g_loss={bad[3]})")
+        d_loss, g_loss, w_dist, gp = new_rows[-1][2:6]
+        bar.set_postfix(D=f"{d_loss:.3f}", G=f"{g_loss:.3f}", W=f"{w_dist:.3f}", GP=f"{gp:.3f}")
+
+    generator.train()
+    discriminator.train()
+    started = time.perf_counter() - state["elapsed"]
+    with _StopRequest() as stop:
+        for epoch in range(state["epoch"], config.epochs):
+            epoch_start, first_batch = time.perf_counter(), state["batch"]
+            bar = tqdm(total=len(dataloader), initial=first_batch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                       leave=False, disable=not config.progress, dynamic_ncols=True)
+            for index, real in dataloader.batches(epoch, start=first_batch):
+                d_loss, w_dist, gp = critic_step(run_generator, discriminator, real, opt_d, config, autocast)
+                if state["step"] % config.n_critic == 0:  # the generator steps on the 1st of n_critic batches
+                    discriminator.requires_grad_(False)  # no critic weight gradients in the G step
+                    last_g_loss = generator_step(run_generator, discriminator, real.size(0), opt_g, config,
+                                                 autocast)
+                    discriminator.requires_grad_(True)
+                    if ema is not None:
+                        ema.update_parameters(generator)
+                    state["g_steps"] += 1
+                lr = opt_g.param_groups[0]["lr"]
+                for scheduler in schedulers:
+                    scheduler.step()
+                state["step"] += 1
+                state["batch"] = index + 1
+                pending.append((state["step"], epoch + 1, [d_loss, last_g_loss, w_dist, gp], lr,
+                                time.perf_counter() - started))
+                bar.update(1)
+                at_checkpoint = config.checkpoint_every and state["step"] % config.checkpoint_every == 0
+                if state["step"] % config.log_every == 0 or at_checkpoint or stop.signum:
+                    flush_metrics(bar)
+                if at_checkpoint or stop.signum:
+                    state["elapsed"] = time.perf_counter() - started
+                    save_checkpoint()
+                if stop.signum:
+                    bar.close()
+                    raise TrainingInterrupted(stop.signum)
+            flush_metrics(bar)
+            bar.close()
+            state.update(epoch=epoch + 1, batch=0, elapsed=time.perf_counter() - started)
+            save_checkpoint()  # checks the weights are finite before anything is written
+            save_state_dict(sampler, out_dir / "generator.pkl")
+            save_state_dict(discriminator, out_dir / "discriminator.pkl")
+            save_samples(sampler, fixed_noise, out_dir / f"samples_epoch_{epoch + 1:03d}.png")
+            seconds = time.perf_counter() - epoch_start
+            images = (len(dataloader) - first_batch) * dataloader.batch_size
+            write_run_info(config, generator, discriminator, dataloader, state, device)
+            d_loss, g_loss, w_dist, gp = rows[-1][2:6]
+            tqdm.write(f"epoch {epoch + 1}/{config.epochs}  D {d_loss:.4f}  G {g_loss:.4f}  W {w_dist:.4f}  "
+                       f"GP {gp:.4f}  {seconds:.1f}s  {images / seconds:.0f} img/s")
+    return write_run_info(config, generator, discriminator, dataloader, state, device)
+
+
+def write_run_info(config, generator, discriminator, dataloader, state, device):
+    """What compare.py needs to put this run beside the others."""
+    images_seen = state["step"] * dataloader.batch_size
+    info = {"variant": VARIANT, "script": Path(__file__).stem,
+            "generator_params": count_parameters(generator), "critic_params": count_parameters(discriminator),
+            "epochs_done": state["epoch"], "epochs": config.epochs, "generator_steps": state["g_steps"],
+            "critic_steps": state["step"], "images_seen": images_seen, "wall_time_s": round(state["elapsed"], 2),
+            "images_per_s": round(images_seen / max(state["elapsed"], 1e-9), 2), "device": str(device),
+            "img_size": config.img_size, "z_dim": config.z_dim, "batch_size": config.batch_size,
+            "cache_path": getattr(dataloader, "cache_path", ""), "finished": state["epoch"] >= config.epochs}
+    write_json(Path(config.out_dir) / "run_info.json", info)
+    return info
+
+
+# ----------------------------------------------------------------------------- outputs and analysis
+@torch.no_grad()
+def generate(generator, z, device, chunk=128):
+    """Images in [-1, 1] on the CPU, with the generator in eval mode (BatchNorm's running stats)."""
+    was_training = generator.training
+    generator.train(False)
+    images = torch.cat([generator(part.to(device)).float().cpu() for part in z.split(chunk)])
+    generator.train(was_training)
+    return images
+
+
+def save_grid(images, path, nrow=8):
+    atomic_write(path, lambda f: save_image(images, f, format="png", nrow=nrow, normalize=True,
+                                            value_range=(-1, 1)))
+
+
+def save_samples(generator, noise, path):
+    save_grid(generate(generator, noise, noise.device), path)
+
+
+def read_metrics(out_dir):
+    with open(Path(out_dir) / "metrics.csv", newline="") as f:
+        return np.array([[float(v) for v in row] for row in list(csv.reader(f))[1:]]).reshape(-1, 8)
+
+
+def smooth(values, window):
+    if len(values) < window or window < 2:
+        return np.arange(len(values)), values
+    return np.arange(window - 1, len(values)), np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def plot_losses(out_dir):
+    """training_losses.png: the losses against the step (raw, faint) and a moving average."""
+    from matplotlib.figure import Figure  # the OO API: no pyplot, no display, never blocks
+
+    metrics = read_metrics(out_dir)
+    if not len(metrics):
+        return
+    fig = Figure(figsize=(13, 4.5), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    window = max(1, len(metrics) // 100)
+    for ax, columns in ((left, [(2, "D loss"), (3, "G loss")]), (right, [(4, "w_dist"), (5, "gp")])):
+        for column, label in columns:
+            line, = ax.plot(metrics[:, 0], metrics[:, column], alpha=0.25, linewidth=0.7)
+            x, y = smooth(metrics[:, column], window)
+            ax.plot(metrics[x, 0], y, color=line.get_color(), label=f"{label} (moving mean of {window})")
+        ax.set_xlabel("critic step")
+        ax.axhline(0, color="grey", linewidth=0.5)
+        ax.legend()
+    left.set_title(f"{VARIANT}: losses")
+    right.set_title(CRITIC_VIEW)
+    atomic_write(Path(out_dir) / "training_losses.png", lambda f: fig.savefig(f, format="png", dpi=110))
+
+
+def slerp(z0, z1, steps):
+    """Spherical interpolation: Gaussian z's live near a sphere, a straight line cuts inside it."""
+    t = torch.linspace(0, 1, steps)[:, None]
+    omega = torch.arccos(torch.clamp(F.cosine_similarity(z0, z1, dim=0), -1, 1))
+    if omega < 1e-4:
+        return (1 - t) * z0 + t * z1
+    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+
+
+def pick_pairs(order, first, second, count):
+    """The first `count` pairs in `order` that share no image, so six different images are shown."""
+    used, pairs = set(), []
+    for k in order.tolist():
+        i, j = int(first[k]), int(second[k])
+        if i not in used and j not in used:
+            pairs.append((i, j, k))
+            used.update((i, j))
+        if len(pairs) == count:
+            break
+    return pairs
+
+
+def latent_space_analysis(generator, config, device, out_dir, count=3):
+    """Are the z's of similar images closer? latent_space_analysis.png, latent_l2_norms.txt,
+    interpolation.png."""
+    from matplotlib.figure import Figure
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    z = torch.randn(config.latent_pool, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1))
+    images = generate(generator, z, device)
+    # Image distance on 32x32 area-downsampled pixels: shape and colour, not pixel noise.
+    features = F.interpolate(images, size=min(32, config.img_size), mode="area").flatten(1)
+    first, second = torch.triu_indices(len(z), len(z), 1)
+    image_distance = torch.cdist(features, features)[first, second]
+    latent_distance = torch.cdist(z, z)[first, second]
+    order = image_distance.argsort()
+    groups = {"similar": pick_pairs(order, first, second, count),
+              "dissimilar": pick_pairs(order.flip(0), first, second, count)}
+    baseline = latent_distance.mean().item()
+    correlation = torch.corrcoef(torch.stack([image_distance, latent_distance]))[0, 1].item()
+
+    lines = [f"{VARIANT} latent-space analysis: {len(z)} images from z ~ N(0, I), z_dim = {config.z_dim}",
+             "image distance = L2 between 32x32 downsampled images in [-1, 1]; z distance = L2 between z's", ""]
+    means = {}
+    for name, pairs in groups.items():
+        lines.append(f"the {count} most {name} pairs of images:")
+        for i, j, k in pairs:
+            lines.append(f"  z#{i:<4d} z#{j:<4d} image distance {image_distance[k]:8.3f}   "
+                         f"z L2 distance {latent_distance[k]:8.3f}")
+        means[name] = float(np.mean([latent_distance[k].item() for _, _, k in pairs]))
+        lines.append(f"  mean z L2 distance: {means[name]:.3f}\n")
+    lines += [f"baseline: mean z L2 distance over all {len(first)} pairs: {baseline:.3f} "
+              f"(sqrt(2 * z_dim) = {math.sqrt(2 * config.z_dim):.3f})",
+              f"correlation of image distance and z distance over all pairs: {correlation:+.3f}", "",
+              f"answer: the z's of the most similar images are {means['similar'] / baseline:.0%} of the baseline "
+              f"distance apart, those of the most dissimilar {means['dissimilar'] / baseline:.0%}."]
+    (Path(out_dir) / "latent_l2_norms.txt").write_text("\n".join(lines) + "\n")
+
+    _, singular, basis = torch.pca_lowrank(z, q=2, center=True)
+    points = ((z - z.mean(0)) @ basis[:, :2]).numpy()
+    explained = (singular ** 2 / ((z - z.mean(0)) ** 2).sum()).tolist()
+    fig = Figure(figsize=(15, 6.5), layout="constrained")
+    scatter, histogram = fig.subplots(1, 2, width_ratios=[1.6, 1])
+    scatter.scatter(points[:, 0], points[:, 1], s=8, color="lightgrey", label=f"all {len(z)} z's")
+    thumbnails = ((images + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    for (name, pairs), color, style in zip(groups.items(), ("tab:blue", "tab:red"), ("-", "--")):
+        for n, (i, j, k) in enumerate(pairs):
+            scatter.plot(points[[i, j], 0], points[[i, j], 1], style, color=color, marker="o",
+                         label=f"{name} pairs" if n == 0 else None)
+            for index in (i, j):
+                box = AnnotationBbox(OffsetImage(thumbnails[index], zoom=40 / config.img_size), points[index],
+                                     xybox=(22, 22), boxcoords="offset points", frameon=True,
+                                     bboxprops={"edgecolor": color, "linewidth": 2})
+                scatter.add_artist(box)
+            histogram.axvline(latent_distance[k], color=color, linestyle=style)
+    scatter.set_xlabel(f"PC 1 ({explained[0]:.1%} of z's variance)")
+    scatter.set_ylabel(f"PC 2 ({explained[1]:.1%})")
+    scatter.set_title("z's of the most similar (blue) and dissimilar (red) image pairs, PCA to 2-D")
+    scatter.legend(loc="lower right")
+    histogram.hist(latent_distance.numpy(), bins=60, color="lightgrey", label="all pairs")
+    histogram.axvline(baseline, color="black", label=f"mean of all pairs {baseline:.2f}")
+    histogram.set_xlabel("L2 distance between z's")
+    histogram.set_title("z distances: chosen pairs (lines) against all pairs")
+    histogram.legend()
+    atomic_write(Path(out_dir) / "latent_space_analysis.png", lambda f: fig.savefig(f, format="png", dpi=100))
+
+    path = torch.cat([slerp(z[i], z[j], 10) for pairs in groups.values() for i, j, _ in pairs])
+    save_grid(generate(generator, path, device), Path(out_dir) / "interpolation.png", nrow=10)
+
+
+def write_final_outputs(config, device):
+    out_dir = Path(config.out_dir)
+    generator = load_generator(out_dir / "generator.pkl", config, device)
+    plot_losses(out_dir)
+    z = torch.randn(config.num_samples, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 2))
+    save_grid(generate(generator, z, device), out_dir / "generated_samples.png")
+    latent_space_analysis(generator, config, device, out_dir)
+    if config.keep_copies:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for name in ("generator", "discriminator"):
+            data = (out_dir / f"{name}.pkl").read_bytes()
+            atomic_write(out_dir / f"{name}_{stamp}.pkl", lambda f: f.write(data))
+
+
+def sample_from_weights(config, given):
+    """--sample: a grid and single PNGs from saved weights, without training."""
+    weights = Path(config.sample)
+    beside = weights.parent / "config.json"
+    if beside.exists():  # the run's own settings, then whatever was typed on the command line
+        config = config_from_dict({**asdict(read_config(beside)), **given})
+        validate_config(config)
+    device = resolve_device(config.device)
+    generator = load_generator(weights, config, device)
+    z = torch.randn(config.num_samples, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
+    images = generate(generator, z, device)
+    sample_dir = Path(config.out_dir) / "samples"
+    sample_dir.mkdir(parents=True, exist_ok=True)
+    save_grid(images, Path(config.out_dir) / "samples_grid.png", nrow=int(math.ceil(math.sqrt(len(images)))))
+    for index, image in enumerate(images, 1):
+        save_grid(image, sample_dir / f"sample_{index:04d}.png")
+    print(f"{len(images)} samples from {weights}: {Path(config.out_dir) / 'samples_grid.png'} and {sample_dir}/")
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+def check_out_dir(config):
+    """Report an unwritable or occupied out_dir now, not an hour into training."""
+    out_dir = Path(config.out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write_test{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"cannot write to --out-dir {out_dir} ({error.strerror}); choose another folder") from None
+    has_run = (out_dir / "checkpoint.pt").exists()
+    if config.resume and not has_run:
+        raise ConfigError(f"--resume: no checkpoint in {out_dir}; start without --resume")
+    if has_run and not config.resume and not config.overwrite:
+        raise ConfigError(f"{out_dir} already holds a run: pass --resume to continue it, "
+                          "--overwrite to start afresh, or another --out-dir")
+    if config.overwrite and not config.resume:
+        for old in [out_dir / "checkpoint.pt", *out_dir.glob("samples_epoch_*.png")]:
+            old.unlink()
+
+
+def run_training(config, given):
+    out_dir = Path(config.out_dir)
+    if config.resume and not (out_dir / "checkpoint.pt").exists():
+        raise ConfigError(f"--resume: no checkpoint in {out_dir}; start without --resume")
+    if config.resume:  # the run's own settings; flags typed now (--epochs, a lower lr) win
+        config = config_from_dict({**asdict(read_config(out_dir / "config.json")), **given})
+        validate_config(config)
+    check_out_dir(config)
+    device = resolve_device(config.device)
+    seed_everything(config.seed, config.deterministic)
+    images, _, cache_path = preprocess.prepare_data(
+        data_dir=config.data_dir, source=config.source, cache_dir=config.cache_dir, size=config.img_size,
+        rotations=config.rotations, max_angle=config.max_angle, seed=config.data_seed,
+        workers=config.preprocess_workers or None, synthetic_images=config.synthetic_images,
+        synthetic_classes=config.synthetic_classes, progress=config.progress)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    generator = Generator(config).apply(weights_init).to(device, memory_format=memory_format)
+    discriminator = Discriminator(config).apply(weights_init).to(device, memory_format=memory_format)
+    loader = InMemoryLoader(images, config.batch_size, config.seed, device, config.channels_last)
+    loader.cache_path = str(cache_path)
+    write_json(out_dir / "config.json", {"variant": VARIANT, "script": Path(__file__).stem,
+                                         "config": asdict(config), "torch": torch.__version__,
+                                         "device": str(device)})
+    dtype = amp_dtype(config, device)
+    print(f"{VARIANT} | device {device} | amp {dtype or 'off (fp32)'} | {len(images):,} images from {cache_path}\n"
+          f"generator {count_parameters(generator):,} parameters | critic {count_parameters(discriminator):,} "
+          f"parameters | {len(loader)} critic steps per epoch | outputs in {out_dir}\n"
+          + " ".join(f"{k}={v}" for k, v in asdict(config).items()))
+    resume_command = f"python {Path(sys.argv[0]).name} --out-dir {out_dir} --resume"
+    try:
+        info = train_gan(generator, discriminator, loader, config)
+    except TrainingInterrupted as stop:
+        plot_losses(out_dir)
+        print(f"stopped by {stop}: checkpoint saved in {out_dir / 'checkpoint.pt'}. Resume with:\n"
+              f"  {resume_command}", file=sys.stderr)
+        return 128 + stop.signum
+    except NonFiniteLoss as error:
+        plot_losses(out_dir)
+        print(f"error: {error}; stopped without saving. The last good checkpoint is "
+              f"{out_dir / 'checkpoint.pt'}: lower the learning rate and resume with "
+              f"{resume_command} --lr-generator X --lr-discriminator Y", file=sys.stderr)
+        return 1
+    write_final_outputs(config, device)
+    print(f"done: {info['epochs_done']} epochs, {info['generator_steps']} generator steps in "
+          f"{info['wall_time_s']:.0f}s ({info['images_per_s']:.0f} img/s). Outputs in {out_dir}/")
+    return 0
+
+
+def main(argv=None):
+    try:
+        config, given = parse_config(argv)
+        validate_config(config)
+        return sample_from_weights(config, given) if config.sample else run_training(config, given)
+    except (ConfigError, WeightsError, preprocess.PreprocessError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted (no training step was lost: the last checkpoint is intact)", file=sys.stderr)
+        return 130
+    except OSError as error:  # a full disk, a folder removed under us: the message is enough
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Nothing a user does or suffers costs them their run: resume, signals, NaN guard, safe loading."""
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import gan_complete
+import dcgan
+from conftest import ROOT, SCRIPTS, run_cli, subprocess_env, tiny_args
+
+
+def weights(path):
+    return gan_complete.load_state_dict_safely(path)
+
+
+def assert_same_weights(first, second):
+    a, b = weights(first), weights(second)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def metric_values(out_dir):
+    return gan_complete.read_metrics(out_dir)[:, :7]  # every column but the wall time
+
+
+def interrupt_after_first_epoch(script, args, signum):
+    """Start a run, send signum once epoch 1 is done (so the stop lands inside epoch 2)."""
+    process = subprocess.Popen([sys.executable, str(ROOT / f"{script}.py"), *args], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env())
+    for line in process.stdout:
+        if line.startswith("epoch 1/"):
+            process.send_signal(signum)
+            break
+    out, err = process.communicate(timeout=300)
+    return process.returncode, err
+
+
+@pytest.mark.parametrize("script, signum", [("gan_complete", signal.SIGINT), ("dcgan", signal.SIGTERM)])
+def test_a_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(script, signum, cache_dir,
+                                                                              tmp_path):
+    args = lambda out: tiny_args(cache_dir, out, "--synthetic-images", "160", "--epochs", "3")
+    assert run_cli(script, *args(tmp_path / "whole")).returncode == 0
+
+    returncode, err = interrupt_after_first_epoch(script, args(tmp_path / "stopped"), signum)
+    assert returncode == 128 + signum
+    assert f"python {script}.py --out-dir {tmp_path / 'stopped'} --resume" in err
+    checkpoint = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["state"]["epoch"] < 3  # it really stopped early
+    assert (tmp_path / "stopped" / "training_losses.png").exists()
+
+    resumed = run_cli(script, "--out-dir", tmp_path / "stopped", "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("generator.pkl", "discriminator.pkl"):
+        assert_same_weights(tmp_path / "whole" / name, tmp_path / "stopped" / name)
+    assert (metric_values(tmp_path / "whole") == metric_values(tmp_path / "stopped")).all()
+
+
+def test_the_same_seed_gives_identical_weights(cache_dir, tmp_path):
+    for run in ("first", "second"):
+        assert gan_complete.main(tiny_args(cache_dir, tmp_path / run)) == 0
+    assert_same_weights(tmp_path / "first" / "generator.pkl", tmp_path / "second" / "generator.pkl")
+    assert gan_complete.main(tiny_args(cache_dir, tmp_path / "other", "--seed", "7")) == 0
+    assert not torch.equal(weights(tmp_path / "first" / "generator.pkl")["project.weight"],
+                           weights(tmp_path / "other" / "generator.pkl")["project.weight"])
+
+
+def test_resuming_a_finished_run_with_more_epochs_continues_it(cache_dir, tmp_path, capsys):
+    assert dcgan.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 0
+    assert dcgan.main(["--out-dir", str(tmp_path), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    rows = gan_complete.read_metrics(tmp_path)
+    assert set(rows[:, 1]) == {1.0, 2.0} and (rows[:, 0] == range(1, len(rows) + 1)).all()
+    assert "epoch 2/2" in capsys.readouterr().out
+
+
+def test_an_absurd_learning_rate_stops_cleanly_and_keeps_the_last_good_files(cache_dir, tmp_path, capsys):
+    assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 0
+    good = {name: (tmp_path / name).read_bytes() for name in ("generator.pkl", "discriminator.pkl", "checkpoint.pt")}
+    capsys.readouterr()
+    code = gan_complete.main(["--out-dir", str(tmp_path), "--resume", "--epochs", "3",
+                              "--lr-generator", "1e30", "--lr-discriminator", "1e30", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "non-finite" in err or "inf/nan" in err
+    assert "step" in err and str(tmp_path / "checkpoint.pt") in err and "--resume" in err
+    for name, data in good.items():
+        assert (tmp_path / name).read_bytes() == data, name
+    assert not (tmp_path / "samples_epoch_002.png").exists()
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))  # runs open(marker, "w") when unpickled
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_malicious_pickle_is_refused_and_its_code_never_runs(script, tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "generator.pkl"
+    evil.write_bytes(__import__("pickle").dumps({"project.weight": _Exploit(marker)}))
+    result = run_cli(script, "--sample", evil, "--out-dir", tmp_path / "out")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: refusing") and "io.open" in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert not marker.exists()
+
+
+def test_truncated_files_give_a_clear_error(cache_dir, tmp_path, capsys):
+    assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 0
+    for name in ("checkpoint.pt", "generator.pkl"):
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / name).write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    assert gan_complete.main(["--out-dir", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: checkpoint {tmp_path / 'checkpoint.pt'} is unreadable") and err.count("\n") == 1
+    assert gan_complete.main(["--sample", str(tmp_path / "generator.pkl"), "--out-dir", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.startswith("error: refusing")
+
+
+def test_a_foreign_file_is_not_taken_for_weights(tmp_path, capsys):
+    (tmp_path / "notes.pkl").write_text("my coursework notes")
+    assert gan_complete.main(["--sample", str(tmp_path / "notes.pkl"), "--out-dir", str(tmp_path)]) == 2
+    assert "refusing" in capsys.readouterr().err
+    (tmp_path / "list.pkl").write_bytes(__import__("pickle").dumps([1, 2, 3]))
+    assert gan_complete.main(["--sample", str(tmp_path / "list.pkl"), "--out-dir", str(tmp_path)]) == 2
+    assert "no state_dict" in capsys.readouterr().err
+
+
+def test_an_unwritable_out_dir_is_rejected_before_any_work(cache_dir, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert gan_complete.main(tiny_args(cache_dir, blocker / "run")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write to --out-dir {blocker / 'run'}") and err.count("\n") == 1
+
+
+def test_a_missing_data_folder_is_reported_before_training(tmp_path, capsys):
+    code = gan_complete.main(["--source", "coursework", "--data-dir", str(tmp_path / "nowhere"),
+                              "--out-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_an_existing_run_is_not_overwritten_by_accident(cache_dir, tmp_path, capsys):
+    assert dcgan.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 0
+    before = (tmp_path / "generator.pkl").read_bytes()
+    assert dcgan.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (tmp_path / "generator.pkl").read_bytes() == before
+    assert dcgan.main(tiny_args(cache_dir, tmp_path, "--epochs", "1", "--overwrite")) == 0
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path, capsys):
+    assert gan_complete.main(["--out-dir", str(tmp_path), "--resume"]) == 2
+    assert capsys.readouterr().err == f"error: --resume: no checkpoint in {tmp_path}; start without --resume\n"
+
+
+def test_a_write_that_fails_midway_leaves_the_old_file_intact(tmp_path):
+    target = tmp_path / "generator.pkl"
+    target.write_bytes(b"old, good weights")
+
+    def crash(f):
+        f.write(b"half of the new")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        gan_complete.atomic_write(target, crash)
+    assert target.read_bytes() == b"old, good weights"
+    assert [p.name for p in tmp_path.iterdir()] == ["generator.pkl"]  # no temporary file left behind

@@ -1,0 +1,254 @@
+"""The three training scripts: models, losses, command line, and what a run writes."""
+import csv
+import importlib
+import json
+import pickle
+import re
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.io import read_image
+
+from conftest import SCRIPTS, run_cli, tiny_args
+
+MODULES = {name: importlib.import_module(name) for name in SCRIPTS}
+OUTPUTS = ["config.json", "metrics.csv", "run_info.json", "checkpoint.pt", "generator.pkl", "discriminator.pkl",
+           "samples_epoch_001.png", "samples_epoch_002.png", "training_losses.png", "generated_samples.png",
+           "latent_space_analysis.png", "latent_l2_norms.txt", "interpolation.png"]
+
+
+@pytest.fixture(params=SCRIPTS)
+def script(request):
+    return MODULES[request.param]
+
+
+@pytest.fixture(scope="module")
+def finished_runs(tmp_path_factory, cache_dir):
+    """One tiny finished run of each script, shared by the tests that only read its outputs."""
+    runs = {}
+    for name, module in MODULES.items():
+        out_dir = tmp_path_factory.mktemp(name)
+        assert module.main(tiny_args(cache_dir, out_dir)) == 0
+        runs[name] = out_dir
+    return runs
+
+
+@pytest.mark.parametrize("img_size, g_channels", [(64, 32), (128, 32)])
+def test_models_make_and_score_images_of_the_configured_size(script, img_size, g_channels):
+    config = script.Config(img_size=img_size, g_channels=g_channels, d_channels=32, z_dim=8)
+    generator, discriminator = script.Generator(config), script.Discriminator(config)
+    images = generator(torch.randn(3, 8))
+    assert images.shape == (3, 3, img_size, img_size)
+    assert images.min() >= -1 and images.max() <= 1  # tanh output, same range as the data
+    assert discriminator(images).shape == (3,)
+
+
+class LinearCritic(torch.nn.Module):
+    """D(x) = <w, x> + b: its gradient is w everywhere, so the penalty is (||w|| - 1)^2 exactly."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(shape, dtype=torch.float64))
+
+    def forward(self, x):
+        return (x * self.weight).flatten(1).sum(1) + 0.5
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_gradient_penalty_is_exact_for_a_linear_critic(memory_format):
+    critic = LinearCritic((3, 8, 8))
+    real = torch.randn(4, 3, 8, 8, dtype=torch.float64).contiguous(memory_format=memory_format)
+    fake = torch.randn(4, 3, 8, 8, dtype=torch.float64).contiguous(memory_format=memory_format)
+    penalty = MODULES["gan_complete"].compute_gradient_penalty(critic, real, fake)
+    expected = (critic.weight.detach().norm() - 1) ** 2
+    assert torch.allclose(penalty.double(), expected, rtol=1e-6)
+
+
+def test_gradient_penalty_flattens_each_sample_in_channels_last():
+    # A critic whose gradient differs per channel: a wrong flattening of NHWC gradients mixes
+    # samples and changes the per-sample norms.
+    critic = LinearCritic((3, 4, 4))
+    with torch.no_grad():
+        critic.weight[0] *= 3
+    real = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    fake = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    plain = MODULES["gan_complete"].compute_gradient_penalty(critic, real, fake)
+    nhwc = MODULES["gan_complete"].compute_gradient_penalty(
+        critic, real.contiguous(memory_format=torch.channels_last),
+        fake.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(plain, nhwc)
+    assert torch.allclose(plain.double(), (critic.weight.detach().norm() - 1) ** 2)
+
+
+def test_wgan_clip_keeps_every_critic_parameter_within_the_clip_value():
+    module = MODULES["wgan_clip"]
+    config = module.Config(img_size=32, g_channels=16, d_channels=16, clip_value=0.01)
+    generator, discriminator = module.Generator(config), module.Discriminator(config)
+    with torch.no_grad():
+        for parameter in discriminator.parameters():
+            parameter.normal_(0, 1)  # far outside the clip range before the update
+    opt_g, opt_d = module.make_optimizers(generator, discriminator, config, torch.device("cpu"))
+    module.critic_step(generator, discriminator, torch.rand(8, 3, 32, 32) * 2 - 1, opt_d, config,
+                       lambda: torch.autocast("cpu", enabled=False))
+    for name, parameter in discriminator.named_parameters():
+        assert parameter.abs().max() <= 0.01, name
+    assert any((parameter.abs() == 0.01).any() for parameter in discriminator.parameters())
+
+
+def test_dcgan_label_smoothing_changes_the_real_target_only():
+    module = MODULES["dcgan"]
+    real_logits, fake_logits = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([-3.0, 0.2, 1.0])
+    for smoothing in (0.9, 1.0):
+        config = module.Config(real_label_smoothing=smoothing)
+        expected = (-(smoothing * torch.nn.functional.logsigmoid(real_logits)
+                      + (1 - smoothing) * torch.nn.functional.logsigmoid(-real_logits)).mean()
+                    - torch.nn.functional.logsigmoid(-fake_logits).mean())
+        assert torch.allclose(module.discriminator_loss(real_logits, fake_logits, config), expected)
+    smoothed = module.discriminator_loss(real_logits, fake_logits, module.Config(real_label_smoothing=0.9))
+    plain = module.discriminator_loss(real_logits, fake_logits, module.Config(real_label_smoothing=1.0))
+    assert smoothed != plain
+    # the generator's target stays 1: smoothing is one-sided
+    assert torch.allclose(module.generator_loss(fake_logits, module.Config(real_label_smoothing=0.9)),
+                          -torch.nn.functional.logsigmoid(fake_logits).mean())
+
+
+def test_dcgan_hinge_loss_matches_its_formula():
+    module = MODULES["dcgan"]
+    config = module.Config(loss="hinge")
+    real_logits, fake_logits = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-3.0, -0.5, 1.5])
+    # mean(max(0, 1 - real)) = (0 + 0.5 + 2) / 3 ; mean(max(0, 1 + fake)) = (0 + 0.5 + 2.5) / 3
+    assert torch.isclose(module.discriminator_loss(real_logits, fake_logits, config), torch.tensor(2.5 / 3 + 3 / 3))
+    assert torch.isclose(module.generator_loss(fake_logits, config), torch.tensor(-(-3.0 - 0.5 + 1.5) / 3))
+
+
+def test_command_line_overrides_reach_the_config(script):
+    config, given = script.parse_config(["--batch-size", "64", "--n-critic", "3", "--g-channels", "128",
+                                         "--no-channels-last", "--device", "cpu", "--epochs", "7"])
+    assert (config.batch_size, config.n_critic, config.g_channels, config.channels_last) == (64, 3, 128, False)
+    assert given == {"batch_size": 64, "n_critic": 3, "g_channels": 128, "channels_last": False,
+                     "device": "cpu", "epochs": 7}
+    assert config.z_dim == script.Config().z_dim  # untouched fields keep their defaults
+
+
+def test_tuple_fields_parse_as_tuples():
+    config, _ = MODULES["gan_complete"].parse_config(["--betas", "0.5", "0.99"])
+    assert config.betas == (0.5, 0.99)
+
+
+def test_help_lists_every_field_with_its_default(script):
+    text = script.build_parser().format_help()
+    for field in script.Config.__dataclass_fields__.values():
+        flag = "--" + field.name.replace("_", "-")
+        assert flag in text, flag
+    assert "(default: 0.0002)" in text or "(default: 5e-05)" in text
+    assert "images per" in text  # the field comments are the help text
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--batch-size", "0"], "--batch-size must be > 0"),
+    (["--lr-generator", "-1"], "--lr-generator must be > 0"),
+    (["--lr-discriminator", "nan"], "--lr-discriminator must be > 0"),
+    (["--img-size", "48"], "--img-size must be 32, 64, 128 or 256"),
+    (["--device", "tpu"], "--device must be"),
+    (["--epochs", "three"], "invalid int value"),
+    (["--g-channels", "12", "--img-size", "64"], "multiple of 8"),
+    (["--ema-decay", "1.5"], "--ema-decay"),
+    (["--no-such-flag"], "unrecognized arguments"),
+])
+def test_invalid_values_stop_with_one_line(script, args, words, capsys, tmp_path):
+    assert script.main(args + ["--out-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert words in err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert not (tmp_path / "run").exists()  # stopped before any work
+
+
+def test_invalid_value_from_a_shell_has_no_traceback():
+    result = run_cli("dcgan", "--batch-size", "-4")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --batch-size must be > 0, got -4"
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_method_specific_values_are_checked():
+    assert MODULES["wgan_clip"].main(["--clip-value", "0"]) == 2
+    assert MODULES["dcgan"].main(["--loss", "wasserstein"]) == 2
+    assert MODULES["dcgan"].main(["--real-label-smoothing", "1.2"]) == 2
+    assert MODULES["gan_complete"].main(["--lambda-gp", "-1"]) == 2
+
+
+def test_a_run_writes_every_output(script, finished_runs):
+    out_dir = finished_runs[script.__name__]
+    for name in OUTPUTS:
+        assert (out_dir / name).stat().st_size > 0, name
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["variant"] == script.VARIANT and config["config"]["img_size"] == 32
+    assert config["torch"] == torch.__version__ and config["device"] == "cpu"
+
+    with open(out_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    info = json.loads((out_dir / "run_info.json").read_text())
+    steps_per_epoch = 48 * 3 // 16  # 48 synthetic images and 2 rotated copies each, batch 16
+    assert len(rows) == info["critic_steps"] == 2 * steps_per_epoch
+    assert list(rows[0]) == ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time"]
+    assert [int(r["step"]) for r in rows] == list(range(1, len(rows) + 1))
+    assert {int(r["epoch"]) for r in rows} == {1, 2}
+    assert float(rows[0]["lr"]) == pytest.approx(script.Config().lr_generator)
+    assert float(rows[-1]["lr"]) < float(rows[0]["lr"])  # cosine decay
+    times = [float(r["time"]) for r in rows]
+    assert times == sorted(times) and times[0] > 0
+    n_critic = script.Config().n_critic
+    assert info["generator_steps"] == -(-len(rows) // n_critic)
+    assert info["finished"] and info["epochs_done"] == 2 and info["images_seen"] == len(rows) * 16
+    generator = script.Generator(script.read_config(out_dir / "config.json"))
+    assert info["generator_params"] == sum(p.numel() for p in generator.parameters())
+
+    with Image.open(out_dir / "samples_epoch_002.png") as grid:
+        assert grid.size == (8 * 32 + 9 * 2, 8 * 32 + 9 * 2)  # 64 fixed-noise samples, 8 x 8
+    with Image.open(out_dir / "generated_samples.png") as grid:
+        assert grid.size[0] >= 10 * 32 or grid.size[1] >= 2 * 32  # 12 fresh samples
+    with Image.open(out_dir / "interpolation.png") as grid:
+        assert grid.size == (10 * 32 + 11 * 2, 6 * 32 + 7 * 2)  # 6 pairs x 10 slerp steps
+
+    report = (out_dir / "latent_l2_norms.txt").read_text()
+    assert len(re.findall(r"^  z#\d+ +z#\d+ +image distance", report, flags=re.M)) == 6
+    assert report.count("  mean z L2 distance: ") == 2
+    assert "baseline: mean z L2 distance over all 120 pairs" in report  # 16 images: 16 * 15 / 2 pairs
+
+
+def test_saved_weights_are_cpu_state_dicts_that_load_safely(script, finished_runs):
+    out_dir = finished_runs[script.__name__]
+    state = script.load_state_dict_safely(out_dir / "generator.pkl")
+    assert all(v.device.type == "cpu" for v in state.values())
+    with open(out_dir / "generator.pkl", "rb") as f:
+        assert pickle.load(f).keys() == state.keys()  # a plain pickle of a state_dict, as documented
+    checkpoint = torch.load(out_dir / "checkpoint.pt", weights_only=True)
+    assert {"generator", "discriminator", "ema", "opt_g", "opt_d", "sched_g", "sched_d", "rng",
+            "fixed_noise", "metrics"} <= checkpoint.keys()
+    # the saved generator is the EMA copy: different from the raw generator in the checkpoint
+    assert any(not torch.equal(state[k], checkpoint["generator"][k]) for k in state if k.endswith("weight"))
+
+
+def test_sample_round_trips_through_generator_pkl(script, finished_runs, tmp_path):
+    out_dir = finished_runs[script.__name__]
+    assert script.main(["--sample", str(out_dir / "generator.pkl"), "--num-samples", "5",
+                        "--out-dir", str(tmp_path)]) == 0
+    singles = sorted((tmp_path / "samples").glob("sample_*.png"))
+    assert [p.name for p in singles] == [f"sample_{i:04d}.png" for i in range(1, 6)]
+    assert (tmp_path / "samples_grid.png").exists()
+    config = script.read_config(out_dir / "config.json")
+    generator = script.load_generator(out_dir / "generator.pkl", config)
+    z = torch.randn(5, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
+    expected = ((generator(z)[2] + 1) / 2).clamp(0, 1).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
+    saved = read_image(str(singles[2]))
+    assert (saved.int() - expected.int()).abs().max() <= 1
+
+
+def test_sample_with_a_mismatched_config_names_the_mismatch(script, finished_runs, tmp_path, capsys):
+    out_dir = finished_runs[script.__name__]
+    assert script.main(["--sample", str(out_dir / "generator.pkl"), "--g-channels", "32",
+                        "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the Config" in err and "'project.weight' has shape [256, 100]" in err
+    assert "--g-channels" in err and err.count("\n") == 1

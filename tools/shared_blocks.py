@@ -1,0 +1,100 @@
+"""The three training scripts share their common blocks word for word (see STYLE.md).
+
+    python tools/shared_blocks.py          # list the blocks that drifted from gan_complete.py
+    python tools/shared_blocks.py --sync   # copy gan_complete.py's shared blocks into the others
+
+A block is a top-level statement: a function, a class, a constant, the imports, the main guard.
+The method-specific ones (METHOD_SPECIFIC) may differ; every other block must be the same text,
+in the same order, so that `diff dcgan.py gan_complete.py` shows only what the methods change.
+tests/test_shared_blocks.py runs the check.
+"""
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = "gan_complete.py"
+SCRIPTS = [REFERENCE, "wgan_clip.py", "dcgan.py"]
+METHOD_SPECIFIC = {
+    "__doc__", "VARIANT", "Config", "CRITIC_VIEW", "method_checks", "make_optimizers", "critic_norm",
+    "compute_gradient_penalty", "clip_weights", "discriminator_loss", "generator_loss",
+    "critic_step", "generator_step",
+}
+
+
+def _name(node):
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return node.name
+    if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+        return node.targets[0].id
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return "imports"
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+        return "__doc__"
+    if isinstance(node, ast.If):
+        return "__main__"
+    raise ValueError(f"unexpected top-level statement at line {node.lineno}")
+
+
+def blocks(source):
+    """{name: (first line, last line, text)} of the top-level blocks, in file order (1-based lines)."""
+    lines = source.splitlines(keepends=True)
+    found = {}
+    for node in ast.parse(source).body:
+        name = _name(node)
+        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        if name in found:  # consecutive imports form one block
+            start = found[name][0]
+        found[name] = (start, node.end_lineno, "".join(lines[start - 1:node.end_lineno]))
+    return found
+
+
+def drift(reference_source, other_source):
+    """Messages naming every shared block that differs, is missing, or is out of order."""
+    reference, other = blocks(reference_source), blocks(other_source)
+    problems = []
+    for name, (_, _, text) in reference.items():
+        if name in METHOD_SPECIFIC:
+            continue
+        if name not in other:
+            problems.append(f"shared block '{name}' is missing")
+        elif other[name][2] != text:
+            problems.append(f"shared block '{name}' differs")
+    for name in other:
+        if name not in reference and name not in METHOD_SPECIFIC:
+            problems.append(f"block '{name}' is neither shared nor listed in METHOD_SPECIFIC")
+    shared = [n for n in reference if n in other and n not in METHOD_SPECIFIC]
+    if shared != [n for n in other if n in reference and n not in METHOD_SPECIFIC]:
+        problems.append("shared blocks are in a different order")
+    return problems
+
+
+def sync(reference_source, other_source):
+    """other_source with every shared block replaced by the reference's text."""
+    reference, other = blocks(reference_source), blocks(other_source)
+    lines = other_source.splitlines(keepends=True)
+    for name, (start, end, _) in sorted(other.items(), key=lambda item: -item[1][0]):
+        if name in reference and name not in METHOD_SPECIFIC:
+            lines[start - 1:end] = [reference[name][2]]
+    return "".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sync", action="store_true", help="rewrite the other scripts' shared blocks")
+    args = parser.parse_args(argv)
+    reference = (ROOT / REFERENCE).read_text()
+    failed = False
+    for script in SCRIPTS[1:]:
+        path = ROOT / script
+        if args.sync:
+            path.write_text(sync(reference, path.read_text()))
+        for problem in drift(reference, path.read_text()):
+            print(f"{script}: {problem}")
+            failed = True
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
