@@ -1,0 +1,408 @@
+"""Tests for preprocess.py: the shared data stage. CPU only, no network, tiny data made in tmp_path."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the scripts live at the repository root, not in a package
+
+import preprocess  # noqa: E402
+
+COLOURS = {"1": (220, 40, 40), "2": (40, 170, 60), "10": (50, 60, 210)}  # one solid colour per class
+SMALL = dict(size=16, workers=1, progress=False)  # fast settings for tests that only check labels
+
+
+def solid(path, colour, size=(120, 96), format=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, format=format, quality=95)
+
+
+def make_coursework(root, per_class=2):
+    """jpg/ + category_to_images.json with solid-colour JPEGs, so the colour tells the class."""
+    mapping, number = {}, 1
+    for category, colour in COLOURS.items():
+        mapping[category] = []
+        for _ in range(per_class):
+            name = f"image_{number:05d}.jpg"
+            solid(root / "jpg" / name, colour)
+            mapping[category].append(name)
+            number += 1
+    (root / "category_to_images.json").write_text(json.dumps(mapping))
+    return mapping
+
+
+def make_official(root, labels):
+    for i, label in enumerate(labels, 1):
+        solid(root / "jpg" / f"image_{i:05d}.jpg", COLOURS[str(label)])
+    scipy.io.savemat(root / "imagelabels.mat", {"labels": np.array([labels], dtype=np.uint8)})
+
+
+def tree_bytes(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+def assert_colours_match_labels(images, labels, classes):
+    """Every cached image has its class's colour (within JPEG error): labels go with the right pixels."""
+    means = images.float().mean(dim=(2, 3))
+    for mean, label in zip(means, labels):
+        expected = torch.tensor(COLOURS[classes[label].lstrip("0")], dtype=torch.float32)
+        assert (mean - expected).abs().max() < 6
+
+
+# ---------------------------------------------------------------- layouts and labels
+
+
+def test_coursework_layout_labels_follow_the_json(tmp_path):
+    make_coursework(tmp_path / "data")
+    images, labels, cache_path = preprocess.prepare_data(tmp_path / "data", cache_dir=tmp_path / "cache", **SMALL)
+    _, _, classes = preprocess.load_cache(cache_path)
+    # zero-padded so alphabetical (ImageFolder) order equals numeric order: 1 < 2 < 10
+    assert classes == ["001", "002", "010"]
+    assert cache_path.name.startswith("coursework-")
+    assert images.shape == (6 * 3, 3, 16, 16) and images.dtype == torch.uint8 and images.is_contiguous()
+    assert labels.dtype == torch.int64 and labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+    assert_colours_match_labels(images, labels, classes)
+    assert (cache_path / "010" / "image_00005.png").is_file()
+    assert (cache_path / "010" / "image_00005_r2.png").is_file()
+
+
+def test_official_imagelabels_mat(tmp_path):
+    make_official(tmp_path, [2, 1, 10, 2])  # 1-based labels; label i belongs to image_{i:05d}.jpg
+    cache_path = preprocess.build_cache(tmp_path, source="auto", cache_dir=tmp_path / "cache", rotations=0, **SMALL)
+    images, labels, classes = preprocess.load_cache(cache_path)
+    assert cache_path.name.startswith("official-")
+    assert classes == ["001", "002", "010"]
+    assert sorted(p.name for p in (cache_path / "002").iterdir()) == ["image_00001.png", "image_00004.png"]
+    assert labels.tolist() == [0, 1, 1, 2]
+    assert_colours_match_labels(images, labels, classes)
+
+
+def test_torchvision_flowers102_folder_is_found(tmp_path):
+    make_official(tmp_path / "flowers-102", [1, 10, 10])
+    cache_path = preprocess.build_cache(tmp_path, cache_dir=tmp_path / "cache", rotations=0, **SMALL)
+    images, labels, classes = preprocess.load_cache(cache_path)
+    assert cache_path.name.startswith("torchvision-")
+    assert classes == ["001", "010"] and labels.tolist() == [0, 1, 1]
+    assert_colours_match_labels(images, labels, classes)
+
+
+def test_folder_source_with_class_subfolders_reads_back_with_imagefolder(tmp_path):
+    import torchvision
+
+    solid(tmp_path / "photos" / "roses" / "a.jpg", COLOURS["1"])
+    solid(tmp_path / "photos" / "roses" / "b.png", COLOURS["1"])
+    solid(tmp_path / "photos" / "tulips" / "nested" / "c.jpg", COLOURS["2"])
+    (tmp_path / "photos" / "notes.txt").write_text("not an image, ignored")
+    cache_path = preprocess.build_cache(tmp_path / "photos", source="folder", cache_dir=tmp_path / "cache",
+                                        rotations=1, **SMALL)
+    images, labels, classes = preprocess.load_cache(cache_path)
+    assert classes == ["roses", "tulips"]
+    assert labels.tolist() == [0, 0, 0, 0, 1, 1]
+    assert (cache_path / "tulips" / "nested__c_r1.png").is_file()
+    dataset = torchvision.datasets.ImageFolder(cache_path)
+    assert dataset.classes == classes and sorted(dataset.targets) == labels.tolist()
+
+
+def test_flat_folder_is_one_class(tmp_path):
+    for name in ("x.jpg", "y.jpg", "z.png"):
+        solid(tmp_path / "selfies" / name, (90, 90, 90))
+    images, labels, cache_path = preprocess.prepare_data(tmp_path / "selfies", source="folder",
+                                                         cache_dir=tmp_path / "cache", rotations=0, **SMALL)
+    assert preprocess.load_cache(cache_path)[2] == ["selfies"]
+    assert labels.tolist() == [0, 0, 0]
+
+
+def test_folder_source_does_not_read_its_own_cache(tmp_path):
+    solid(tmp_path / "a.jpg", (90, 90, 90))
+    preprocess.build_cache(tmp_path, source="folder", cache_dir=tmp_path / "cache", rotations=0, **SMALL)
+    # a second setting writes into the same folder tree; the first cache's PNGs must not become inputs
+    cache_path = preprocess.build_cache(tmp_path, source="folder", cache_dir=tmp_path / "cache", rotations=1, **SMALL)
+    assert preprocess.load_cache(cache_path)[0].shape[0] == 2
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_files_are_skipped_and_reported_and_the_run_goes_on(tmp_path):
+    mapping = make_coursework(tmp_path, per_class=1)
+    jpg = tmp_path / "jpg"
+    (jpg / "image_00010.jpg").write_bytes(b"")
+    whole = (jpg / "image_00001.jpg").read_bytes()
+    (jpg / "image_00011.jpg").write_bytes(whole[: len(whole) // 2])
+    (jpg / "image_00012.jpg").write_text("this is a text file, not a JPEG")
+    solid(jpg / "image_00014.jpg", (200, 100, 0), size=(20, 30))
+    mapping["1"] += ["image_00010.jpg", "image_00011.jpg", "image_00012.jpg", "image_00013.jpg", "image_00014.jpg"]
+    (tmp_path / "category_to_images.json").write_text(json.dumps(mapping))
+
+    cache_path = preprocess.build_cache(tmp_path, cache_dir=tmp_path / "cache", rotations=1, size=32, workers=1,
+                                        progress=False)
+    manifest = json.loads((cache_path / "manifest.json").read_text())
+    reasons = {entry["file"]: entry["reason"] for entry in manifest["skipped"]}
+    assert "empty" in reasons["jpg/image_00010.jpg"]
+    assert "truncated" in reasons["jpg/image_00011.jpg"]
+    assert "not an image" in reasons["jpg/image_00012.jpg"]
+    assert "missing" in reasons["jpg/image_00013.jpg"]
+    assert "too small" in reasons["jpg/image_00014.jpg"] and "20x30" in reasons["jpg/image_00014.jpg"]
+    assert len(reasons) == 5
+    assert manifest["num_source_images"] == 3 and manifest["num_images"] == 6
+    assert preprocess.load_cache(cache_path)[0].shape[0] == 6
+
+
+def test_nothing_usable_is_an_error_not_an_empty_cache(tmp_path):
+    (tmp_path / "jpg").mkdir()
+    (tmp_path / "jpg" / "image_00001.jpg").write_bytes(b"")
+    (tmp_path / "category_to_images.json").write_text(json.dumps({"1": ["image_00001.jpg", "image_00002.jpg"]}))
+    with pytest.raises(preprocess.PreprocessError, match="no usable images") as error:
+        preprocess.build_cache(tmp_path, cache_dir=tmp_path / "cache", **SMALL)
+    assert "\n" not in str(error.value)
+    assert not list((tmp_path / "cache").rglob("images.npy"))
+
+
+def test_forced_source_with_missing_data_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(preprocess.PreprocessError, match="does not exist"):
+        preprocess.build_cache(tmp_path / "nowhere", source="coursework", cache_dir=tmp_path / "cache", **SMALL)
+    (tmp_path / "jpg").mkdir()
+    with pytest.raises(preprocess.PreprocessError, match="category_to_images.json is missing"):
+        preprocess.build_cache(tmp_path, source="coursework", cache_dir=tmp_path / "cache", **SMALL)
+
+
+def test_failed_download_gives_one_line_that_names_the_layouts(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def no_network(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure\nin name resolution>")
+
+    monkeypatch.setattr(torchvision.datasets, "Flowers102", no_network)
+    with pytest.raises(preprocess.PreprocessError) as error:
+        preprocess.build_cache(tmp_path, cache_dir=tmp_path / "cache", **SMALL)
+    message = str(error.value)
+    assert "\n" not in message and str(tmp_path) in message
+    for hint in ("category_to_images.json", "imagelabels.mat", "flowers-102/", "--source synthetic"):
+        assert hint in message
+
+
+def test_bad_settings_are_clear_errors(tmp_path):
+    for settings in (dict(size=48), dict(rotations=-1), dict(max_angle=60), dict(source="flickr")):
+        with pytest.raises(preprocess.PreprocessError):
+            preprocess.build_cache(tmp_path, cache_dir=tmp_path / "cache", **{**SMALL, **settings})
+
+
+# ---------------------------------------------------------------- what each image looks like
+
+
+def test_rotated_copies_hold_no_fill_from_the_rotation(tmp_path):
+    # PNG, so no JPEG artefacts: any pixel off this colour can only be rotation fill
+    colour = (200, 30, 60)
+    solid(tmp_path / "photos" / "a.png", colour, size=(150, 110))
+    solid(tmp_path / "photos" / "b.png", colour, size=(64, 64))  # just big enough: smallest inscribed square
+    cache_path = preprocess.build_cache(tmp_path / "photos", source="folder", cache_dir=tmp_path / "cache",
+                                        size=32, rotations=6, max_angle=45, workers=1, progress=False)
+    images = preprocess.load_cache(cache_path)[0]
+    assert images.shape[0] == 14
+    difference = (images.int() - torch.tensor(colour).view(1, 3, 1, 1)).abs()
+    assert difference.max() <= 1
+
+
+def test_white_margins_are_trimmed(tmp_path):
+    picture = Image.new("RGB", (150, 130), (255, 255, 255))
+    ImageDraw.Draw(picture).rectangle((40, 20, 139, 89), fill=(30, 120, 40))  # 100x70 photo on a white page
+    (tmp_path / "scans").mkdir()
+    picture.save(tmp_path / "scans" / "page.png")
+    images = preprocess.prepare_data(tmp_path / "scans", source="folder", cache_dir=tmp_path / "cache",
+                                     size=32, rotations=2, workers=1, progress=False)[0]
+    assert images.shape[0] == 3
+    assert (images.int() - torch.tensor([30, 120, 40]).view(1, 3, 1, 1)).abs().max() <= 1  # no white left
+
+
+def test_any_image_mode_is_decoded_to_rgb(tmp_path):
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    Image.new("L", (100, 90), 128).save(folder / "gray.png")
+    Image.new("RGB", (100, 90), (20, 20, 200)).quantize(8).save(folder / "palette.gif")
+    Image.new("CMYK", (100, 90), (0, 200, 200, 0)).save(folder / "cmyk.jpg")
+    rgba = Image.new("RGBA", (140, 120), (0, 0, 0, 0))  # transparent border: becomes white, then trimmed
+    ImageDraw.Draw(rgba).rectangle((20, 20, 119, 99), fill=(200, 30, 60, 255))
+    rgba.save(folder / "rgba.png")
+    upright = Image.new("RGB", (120, 80), (255, 0, 0))
+    ImageDraw.Draw(upright).rectangle((60, 0, 119, 79), fill=(0, 0, 255))  # left red, right blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display", as phones write it
+    upright.save(folder / "phone.jpg", exif=exif, quality=95)
+
+    shown = preprocess.load_rgb(folder / "phone.jpg")
+    assert shown.size == (80, 120) and shown.getpixel((40, 10))[0] > 200 and shown.getpixel((40, 110))[2] > 200
+    cache_path = preprocess.build_cache(folder, source="folder", cache_dir=tmp_path / "cache", size=32,
+                                        rotations=0, workers=1, progress=False)
+    manifest = json.loads((cache_path / "manifest.json").read_text())
+    assert manifest["skipped"] == [] and manifest["num_images"] == 5
+    rgba_out = np.asarray(Image.open(cache_path / "modes" / "rgba.png"))
+    assert rgba_out.shape == (32, 32, 3) and np.abs(rgba_out.astype(int) - (200, 30, 60)).max() <= 1
+
+
+# ---------------------------------------------------------------- determinism and the cache
+
+
+def synthetic(cache_dir, **settings):
+    settings = {"size": 16, "workers": 1, "synthetic_images": 12, "synthetic_classes": 3, **settings}
+    return preprocess.build_cache(cache_dir=cache_dir, source="synthetic", progress=False, **settings)
+
+
+def test_same_settings_give_a_byte_identical_cache_with_any_worker_count(tmp_path):
+    one = synthetic(tmp_path / "one", workers=1)
+    two = synthetic(tmp_path / "two", workers=2)
+    assert one.name == two.name
+    assert tree_bytes(one) == tree_bytes(two)
+    assert len(tree_bytes(one)) == 12 * 3 + 3  # PNGs + manifest, labels, images
+
+
+def patterned(path, size=(120, 100)):
+    """A picture whose rotation shows in the pixels (a solid colour rotates to itself)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture = Image.new("RGB", size, (30, 90, 40))
+    draw = ImageDraw.Draw(picture)
+    for x in range(0, size[0], 12):
+        draw.rectangle((x, 0, x + 5, size[1]), fill=(220, 200, 40))
+    draw.ellipse((30, 20, 90, 80), fill=(200, 40, 120))
+    picture.save(path)
+
+
+def test_a_different_seed_rotates_differently(tmp_path):
+    patterned(tmp_path / "photos" / "a.png")
+    seed0, seed1 = (preprocess.build_cache(tmp_path / "photos", source="folder", cache_dir=tmp_path / "cache",
+                                           seed=seed, size=32, workers=1, progress=False) for seed in (0, 1))
+    assert seed0 != seed1
+    # the unrotated image does not depend on the seed; the rotated copies do
+    assert (seed0 / "photos" / "a.png").read_bytes() == (seed1 / "photos" / "a.png").read_bytes()
+    for copy in ("a_r1.png", "a_r2.png"):
+        assert (seed0 / "photos" / copy).read_bytes() != (seed1 / "photos" / copy).read_bytes()
+
+
+def test_angles_follow_the_file_name_not_the_processing_order(tmp_path):
+    patterned(tmp_path / "photos" / "b.png")
+    patterned(tmp_path / "photos" / "c.png")  # the same picture under another name
+    before = preprocess.build_cache(tmp_path / "photos", source="folder", cache_dir=tmp_path / "before",
+                                    size=32, workers=1, progress=False)
+    assert (before / "photos" / "b_r1.png").read_bytes() != (before / "photos" / "c_r1.png").read_bytes()
+    patterned(tmp_path / "photos" / "a.png", size=(100, 130))  # sorts first: every index shifts by one
+    after = preprocess.build_cache(tmp_path / "photos", source="folder", cache_dir=tmp_path / "after",
+                                   size=32, workers=1, progress=False)
+    for name in ("b.png", "b_r1.png", "b_r2.png", "c_r2.png"):
+        assert (before / "photos" / name).read_bytes() == (after / "photos" / name).read_bytes()
+
+
+def test_second_run_does_no_image_work(tmp_path, capsys):
+    cache_path = synthetic(tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in cache_path.rglob("*")}
+    capsys.readouterr()
+    assert synthetic(tmp_path) == cache_path
+    assert "no image work" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in cache_path.rglob("*")} == before
+
+
+def test_settings_never_share_a_cache_folder(tmp_path):
+    names = {synthetic(tmp_path, **settings).name for settings in
+             (dict(), dict(size=32), dict(rotations=1), dict(max_angle=10), dict(seed=3))}
+    assert len(names) == 5
+
+
+def test_interrupted_run_resumes_to_the_same_bytes(tmp_path, monkeypatch, capsys):
+    clean = synthetic(tmp_path / "clean")
+    calls = []
+    real_task = preprocess.process_task
+
+    def interrupted_after_five(task):
+        calls.append(task)
+        if len(calls) > 5:
+            raise KeyboardInterrupt
+        return real_task(task)
+
+    monkeypatch.setattr(preprocess, "process_task", interrupted_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic(tmp_path / "resumed")
+    monkeypatch.undo()
+    partial = tmp_path / "resumed" / clean.name
+    assert not preprocess.is_complete(partial) and not list(partial.rglob("*.tmp"))
+    (partial / "class_0" / ".image_00004.png.999.tmp").write_bytes(b"half a PNG from a killed worker")
+
+    capsys.readouterr()
+    resumed = synthetic(tmp_path / "resumed")
+    assert "resuming: 5 of 12" in capsys.readouterr().out
+    assert tree_bytes(resumed) == tree_bytes(clean)
+
+
+def test_load_cache_refuses_an_incomplete_cache(tmp_path):
+    cache_path = synthetic(tmp_path)
+    (cache_path / "images.npy").unlink()
+    with pytest.raises(preprocess.PreprocessError, match="not a complete cache"):
+        preprocess.load_cache(cache_path)
+
+
+def test_synthetic_flowers_are_deterministic_and_classes_differ(tmp_path):
+    first = preprocess.draw_synthetic_flower(7, 5, seed=0, canvas=64)
+    assert first.tobytes() == preprocess.draw_synthetic_flower(7, 5, seed=0, canvas=64).tobytes()
+    assert first.tobytes() != preprocess.draw_synthetic_flower(7, 5, seed=1, canvas=64).tobytes()
+    images, labels, _ = preprocess.prepare_data(cache_dir=tmp_path, source="synthetic", size=16, rotations=0,
+                                                synthetic_images=40, synthetic_classes=4, workers=1, progress=False)
+    assert labels.bincount().tolist() == [10, 10, 10, 10]
+    class_means = torch.stack([images[labels == c].float().mean(dim=0) for c in range(4)])
+    # within a class images vary (background, pose), but the class average differs between classes
+    distances = torch.cdist(class_means.flatten(1), class_means.flatten(1)) / (16 * 16 * 3) ** 0.5
+    assert distances[~torch.eye(4, dtype=torch.bool)].min() > 5
+    assert images.float().std(dim=0).mean() > 10  # not one image repeated
+
+
+# ---------------------------------------------------------------- command line
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, str(REPO / "preprocess.py"), *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_help_mentions_every_option():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for flag in ("--data-dir", "--source", "--cache-dir", "--size", "--rotations", "--max-angle", "--seed",
+                 "--workers", "--synthetic-images", "--synthetic-classes", "--progress"):
+        assert flag in result.stdout
+    assert f"(default: {preprocess.DEFAULT_ROTATIONS})" in result.stdout
+
+
+def test_cli_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path):
+    result = run_cli("--source", "coursework", "--data-dir", str(tmp_path / "missing"), "--cache-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_builds_a_synthetic_cache(tmp_path):
+    result = run_cli("--source", "synthetic", "--synthetic-images", "6", "--synthetic-classes", "2", "--size", "16",
+                     "--cache-dir", str(tmp_path), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert len(preprocess.load_cache(next(tmp_path.iterdir()))[1]) == 6 * (1 + preprocess.DEFAULT_ROTATIONS)
+
+
+def test_cli_ctrl_c_says_how_to_resume(monkeypatch, capsys):
+    def interrupted(**settings):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(preprocess, "build_cache", interrupted)
+    assert preprocess.main(["--source", "synthetic"]) == 130
+    assert capsys.readouterr().err == "interrupted; run the same command again to resume\n"
+
+
+def test_cli_defaults_are_the_python_defaults():
+    import inspect
+
+    cli = vars(preprocess.build_parser().parse_args([]))
+    python = {name: p.default for name, p in inspect.signature(preprocess.build_cache).parameters.items()}
+    assert cli == python
+    assert python["rotations"] == preprocess.DEFAULT_ROTATIONS and python["max_angle"] == preprocess.DEFAULT_MAX_ANGLE
