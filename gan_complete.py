@@ -344,7 +344,9 @@ class InMemoryLoader:
     def __init__(self, images, batch_size, seed, device, channels_last=True):
         if len(images) < batch_size:
             raise ConfigError(f"--batch-size {batch_size} is larger than the data set ({len(images)} images)")
-        self.images = images.to(device)
+        if torch.device(device).type == "cuda":
+            images = images.pin_memory()  # page-locked: one fast asynchronous copy to the GPU
+        self.images = images.to(device, non_blocking=True)
         self.batch_size, self.seed, self.device = batch_size, seed, torch.device(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -401,7 +403,9 @@ def critic_norm(channels):
 
 
 class Discriminator(nn.Module):
-    """The critic: strided Conv2d blocks, LeakyReLU(0.2), a last 4x4 conv to one unbounded score."""
+    """The critic (a WGAN's name) or discriminator (DCGAN's): strided Conv2d blocks with
+    critic_norm on all but the first, LeakyReLU(0.2), a last 4x4 conv to one unbounded score
+    per image (a Wasserstein score, or DCGAN's logit; no sigmoid, the loss holds it)."""
 
     def __init__(self, config):
         super().__init__()
