@@ -916,9 +916,14 @@ def run_training(config, given):
         return 128 + stop.signum
     except NonFiniteLoss as error:
         plot_losses(out_dir)
-        print(f"error: {error}; stopped without saving. The last good checkpoint is "
-              f"{out_dir / 'checkpoint.pt'}: lower the learning rate and resume with "
-              f"{resume_command} --lr-generator X --lr-discriminator Y", file=sys.stderr)
+        if (out_dir / "checkpoint.pt").exists():
+            state = load_checkpoint(out_dir / "checkpoint.pt")["state"]
+            advice = (f"the last good checkpoint is {out_dir / 'checkpoint.pt'} (epoch {state['epoch']}, "
+                      f"step {state['step']}): lower the learning rate and resume with "
+                      f"{resume_command} --lr-generator X --lr-discriminator Y")
+        else:
+            advice = "no checkpoint was written yet: lower the learning rate and start again with --overwrite"
+        print(f"error: {error}; stopped without saving anything after it; {advice}", file=sys.stderr)
         return 1
     write_final_outputs(config, device)
     print(f"done: {info['epochs_done']} epochs, {info['generator_steps']} generator steps in "
@@ -935,7 +940,8 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted (no training step was lost: the last checkpoint is intact)", file=sys.stderr)
+        print("interrupted; the files on disk are intact: run the command again "
+              "(with --resume if training had started)", file=sys.stderr)
         return 130
     except OSError as error:  # a full disk, a folder removed under us: the message is enough
         print(f"error: {error}", file=sys.stderr)

@@ -174,3 +174,11 @@ def test_a_write_that_fails_midway_leaves_the_old_file_intact(tmp_path):
         gan_complete.atomic_write(target, crash)
     assert target.read_bytes() == b"old, good weights"
     assert [p.name for p in tmp_path.iterdir()] == ["generator.pkl"]  # no temporary file left behind
+
+
+def test_a_run_that_diverges_at_once_says_no_checkpoint_exists(cache_dir, tmp_path, capsys):
+    code = dcgan.main(tiny_args(cache_dir, tmp_path, "--lr-generator", "1e30", "--lr-discriminator", "1e30",
+                                "--log-every", "1"))
+    err = capsys.readouterr().err
+    assert code == 1 and "no checkpoint was written yet" in err and err.count("\n") == 1
+    assert not (tmp_path / "generator.pkl").exists() and not (tmp_path / "checkpoint.pt").exists()
