@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
@@ -517,6 +517,23 @@ def cosine_schedule(optimizer, total_steps):
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
 
 
+def ema_with_warmup(decay):
+    """The EMA update for AveragedModel, with the decay ramped as (1 + n) / (10 + n) up to `decay`.
+
+    A plain 0.999 keeps 37% of the random initial weights after 1,000 generator steps: a short
+    run would save grey noise. The ramp follows TensorFlow's ExponentialMovingAverage(num_updates).
+    """
+    def update(averaged, current, num_averaged):
+        if not averaged[0].is_floating_point():  # BatchNorm's num_batches_tracked: a count, not a weight
+            for mine, theirs in zip(averaged, current):
+                mine.copy_(theirs)
+            return
+        weight = torch.clamp((1 + num_averaged) / (10 + num_averaged), max=decay).to(averaged[0].dtype)
+        for mine, theirs in zip(averaged, current):
+            mine.lerp_(theirs, 1 - weight)  # on the device: no host sync per step
+    return update
+
+
 def load_checkpoint(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -539,7 +556,7 @@ def train_gan(generator, discriminator, dataloader, config):
     opt_g, opt_d = make_optimizers(generator, discriminator, config, device)
     total_steps = config.epochs * len(dataloader)
     schedulers = [cosine_schedule(opt_g, total_steps), cosine_schedule(opt_d, total_steps)]
-    ema = (AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    ema = (AveragedModel(generator, multi_avg_fn=ema_with_warmup(config.ema_decay), use_buffers=True)
            if config.ema_decay > 0 else None)
     sampler = ema.module if ema is not None else generator
     run_generator = torch.compile(generator) if config.compile else generator

@@ -71,13 +71,23 @@ def drift(reference_source, other_source):
 
 
 def sync(reference_source, other_source):
-    """other_source with every shared block replaced by the reference's text."""
+    """other_source with every shared block replaced by the reference's text; a shared block it
+    lacks is inserted after the block that precedes it in the reference."""
     reference, other = blocks(reference_source), blocks(other_source)
     lines = other_source.splitlines(keepends=True)
     for name, (start, end, _) in sorted(other.items(), key=lambda item: -item[1][0]):
         if name in reference and name not in METHOD_SPECIFIC:
             lines[start - 1:end] = [reference[name][2]]
-    return "".join(lines)
+    source = "".join(lines)
+    names = list(reference)
+    for index, name in enumerate(names):
+        if name in METHOD_SPECIFIC or name in blocks(source) or index == 0:
+            continue
+        end = blocks(source)[names[index - 1]][1]  # the predecessor is there by now
+        lines = source.splitlines(keepends=True)
+        lines[end:end] = ["\n", "\n", reference[name][2]]
+        source = "".join(lines)
+    return source
 
 
 def main(argv=None):

@@ -1,0 +1,294 @@
+"""compare.py: SWD behaves like a distance on images, collapse is caught, the report is right.
+
+Real-like data is drawn here (coloured discs on gradients); no test reads /work/shared or the
+network. Fabricated run folders use stand-in training modules (a generator that returns
+"memorised" real-like images, or one image for every z) so that the right answer is known.
+"""
+
+import functools
+import json
+import math
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms.functional import gaussian_blur
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import compare  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- real-like data
+def flower_like(n, size=64, seed=0):
+    """uint8 [n, 3, size, size]: a colour gradient with 1-3 soft-edged coloured discs on it."""
+    random = torch.Generator().manual_seed(seed)
+    coords = (torch.arange(size) + 0.5) / size
+    y, x = coords[:, None], coords[None, :]
+    images = []
+    for _ in range(n):
+        top, bottom = torch.rand(2, 3, 1, 1, generator=random)
+        angle = torch.rand(1, generator=random) * math.pi
+        ramp = (x * torch.cos(angle) + y * torch.sin(angle)).clamp(0, 1)
+        image = top * (1 - ramp) + bottom * ramp
+        for _ in range(int(torch.randint(1, 4, (1,), generator=random))):
+            centre = torch.rand(2, generator=random) * 0.6 + 0.2
+            radius = torch.rand(1, generator=random) * 0.2 + 0.08
+            colour = torch.rand(3, 1, 1, generator=random)
+            distance = ((x - centre[0]) ** 2 + (y - centre[1]) ** 2).sqrt()
+            inside = torch.sigmoid((radius - distance) * size)  # about one pixel of soft edge
+            image = image * (1 - inside) + colour * inside
+        images.append(image)
+    return (torch.stack(images) * 255).round().to(torch.uint8)
+
+
+# ----------------------------------------------------------------------------- SWD
+N_SWD = 128  # images per set: enough to order the cases, fast on 2 cores
+
+
+@pytest.fixture(scope="module")
+def real_sets():
+    images = flower_like(2 * N_SWD, seed=1)
+    return images[:N_SWD], images[N_SWD:]
+
+
+@pytest.fixture(scope="module")
+def swd_cases(real_sets):
+    real, other_real = real_sets
+    # Blur the *other* sample: SWD draws patches at the same positions in both sets, so a
+    # blurred copy of the very same images would beat any independent sample.
+    blurred = gaussian_blur(other_real, kernel_size=5, sigma=2.0)
+    noise = torch.randint(0, 256, real.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    return {name: compare.sliced_wasserstein(real, images, seed=0)
+            for name, images in {"same": real, "halves": other_real, "blurred": blurred, "noise": noise}.items()}
+
+
+def test_swd_reports_every_pyramid_level_down_to_16px(swd_cases):
+    assert list(swd_cases["halves"]) == ["64px", "32px", "16px", "avg"]
+    levels = [swd_cases["halves"][key] for key in ("64px", "32px", "16px")]
+    assert swd_cases["halves"]["avg"] == pytest.approx(sum(levels) / 3)
+
+
+def test_swd_of_identical_sets_is_zero(swd_cases):
+    assert all(value == pytest.approx(0, abs=1e-6) for value in swd_cases["same"].values())
+
+
+def test_swd_orders_real_halves_below_blurred_below_noise(swd_cases):
+    halves, blurred, noise = (swd_cases[name]["avg"] for name in ("halves", "blurred", "noise"))
+    assert 0 < halves < blurred < noise
+    assert halves < noise / 4, "two samples of the same data should be far closer than data and noise"
+    # Blur removes fine detail and keeps the layout: the finest level sees it most clearly.
+    added_by_blur = {level: swd_cases["blurred"][level] - swd_cases["halves"][level] for level in ("64px", "16px")}
+    assert added_by_blur["64px"] > max(added_by_blur["16px"], 0) + 5
+
+
+def test_swd_is_deterministic_for_a_seed_and_accepts_generator_floats(real_sets):
+    real, other_real = real_sets[0][:32], real_sets[1][:32]
+    swd = functools.partial(compare.sliced_wasserstein, directions=128)  # a quicker estimate is enough here
+    first = swd(real, other_real, seed=3)
+    assert swd(real, other_real, seed=3) == first
+    assert swd(real, other_real, seed=4) != first
+    as_generator_output = other_real.float() / 127.5 - 1  # a generator's [-1, 1] range
+    assert swd(real, as_generator_output, seed=3) == pytest.approx(first, rel=1e-4)
+
+
+def test_swd_refuses_sets_of_different_shapes(real_sets):
+    with pytest.raises(ValueError, match="differ in shape"):
+        compare.sliced_wasserstein(real_sets[0], real_sets[1][:10])
+
+
+# ----------------------------------------------------------------------------- diversity, FID/KID
+def test_diversity_flags_identical_images_but_not_varied_ones(real_sets):
+    real, other_real = real_sets
+    identical = other_real[:1].expand(N_SWD, -1, -1, -1)
+    assert compare.diversity(identical, real) == pytest.approx(0, abs=1e-6)
+    assert compare.diversity(other_real, real) == pytest.approx(1, abs=0.15)
+    assert compare.diversity(identical, real) < compare.COLLAPSE_RATIO < compare.diversity(other_real, real)
+
+
+def test_fid_kid_are_skipped_with_the_reason_without_torchmetrics(monkeypatch, real_sets):
+    monkeypatch.setitem(sys.modules, "torchmetrics", None)  # makes `import torchmetrics...` fail
+    inception = compare.InceptionMetrics(real_sets[0])
+    assert inception(real_sets[1]).startswith("skipped: ") and "torchmetrics" in inception(real_sets[1])
+    assert compare.InceptionMetrics(real_sets[0], enabled=False)(real_sets[1]) == "skipped: --no-fid given"
+
+
+# ----------------------------------------------------------------------------- fabricated runs
+@dataclass
+class StandInConfig:
+    z_dim: int = 8
+    img_size: int = 32
+
+
+class WeightsError(Exception):
+    pass
+
+
+BANK = flower_like(64, size=32, seed=5).float() / 127.5 - 1  # what the "memorised" generator draws from
+
+
+class StandInGenerator(torch.nn.Module):
+    """Maps z to a bank image picked by z ("memorised") or always the first one ("collapsed")."""
+
+    def __init__(self, collapsed):
+        super().__init__()
+        self.collapsed = collapsed
+        self.scale = torch.nn.Parameter(torch.ones(()))  # compare.generate looks up the device here
+
+    def forward(self, z):
+        index = torch.zeros(len(z), dtype=torch.long) if self.collapsed else (z[:, 0].abs() * 1e4).long() % len(BANK)
+        return BANK[index] * self.scale
+
+
+def stand_in_module(name):
+    """A training script as compare.py sees it: read_config, load_generator, WeightsError."""
+    module = types.ModuleType(name)
+    module.WeightsError = WeightsError
+    module.ConfigError = ValueError
+    module.read_config = lambda path: StandInConfig(**json.loads(Path(path).read_text())["config"])
+
+    def load_generator(path, config, device="cpu"):
+        kind = Path(path).read_bytes()
+        if kind not in (b"memorised", b"collapsed"):
+            raise WeightsError(f"refusing {path}: not a plain state_dict")
+        return StandInGenerator(collapsed=kind == b"collapsed")
+
+    module.load_generator = load_generator
+    return module
+
+
+REAL_LOAD_CACHE = compare.preprocess.load_cache
+
+
+@pytest.fixture
+def stand_ins(monkeypatch, tmp_path):
+    """Stand-in gan_complete / dcgan modules and a preprocess cache of real-like images."""
+    for name in ("gan_complete", "dcgan"):
+        monkeypatch.setitem(sys.modules, name, stand_in_module(name))
+    monkeypatch.setattr(compare.preprocess, "load_cache",
+                        lambda path: (flower_like(200, size=32, seed=6), torch.zeros(200), ["flower"]))
+    monkeypatch.setitem(sys.modules, "torchmetrics", None)
+    (tmp_path / "cache").mkdir()
+    return tmp_path
+
+
+def write_run(folder, variant, script, weights, images_seen=1000, epochs_done=2, metrics_rows=None):
+    folder.mkdir()
+    config = {"z_dim": 8, "img_size": 32}
+    (folder / "config.json").write_text(json.dumps({"variant": variant, "script": script, "config": config}))
+    info = {"variant": variant, "script": script, "generator_params": 12345, "critic_params": 6789,
+            "epochs_done": epochs_done, "epochs": 2, "generator_steps": 10, "critic_steps": 50,
+            "images_seen": images_seen, "wall_time_s": 10.0, "images_per_s": images_seen / 10, "device": "cpu",
+            "img_size": 32, "z_dim": 8, "batch_size": 20, "cache_path": str(folder.parent / "cache"),
+            "finished": epochs_done == 2}
+    (folder / "run_info.json").write_text(json.dumps(info))
+    rows = metrics_rows or [f"{step},1,{1 / step},{-step / 10},0.5,0.1,0.0002,{step}" for step in range(1, 51)]
+    (folder / "metrics.csv").write_text("\n".join(["step,epoch,d_loss,g_loss,w_dist,gp,lr,time", *rows]) + "\n")
+    (folder / "quality.csv").write_text("epoch,swd\n1,80.0\n2,60.0\n")
+    (folder / "generator.pkl").write_bytes(weights)
+    return folder
+
+
+def table_rows(markdown):
+    """The main table's data rows, as lists of cells."""
+    table = markdown.split("\n\n")[1].splitlines()[2:]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+
+
+def expected_figure_size(rows, with_quality):
+    """One row of panels per run; the quality panel only when some run recorded quality.csv."""
+    widths = [width for name, width in compare.PANEL_WIDTHS.items() if with_quality or name != "quality"]
+    return round(sum(widths) * compare.DPI), round(rows * compare.ROW_HEIGHT * compare.DPI)
+
+
+def test_report_ranks_runs_and_warns_about_collapse_nan_and_budgets(stand_ins, capsys):
+    good = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised")
+    nan_rows = [f"{step},1,nan,inf,0.5,0.0,0.0002,{step}" for step in range(1, 4)]
+    collapsed = write_run(stand_ins / "DCGAN_output", "DCGAN", "dcgan", b"collapsed", images_seen=2000,
+                          epochs_done=1, metrics_rows=nan_rows)
+    out_dir = stand_ins / "comparison"
+
+    assert compare.main([str(good), str(collapsed), "--out-dir", str(out_dir), "--num-images", "64"]) == 0
+
+    markdown = (out_dir / "comparison.md").read_text()
+    assert markdown in capsys.readouterr().out
+    rows = table_rows(markdown)
+    assert [row[0] for row in rows] == ["WGAN-GP", "DCGAN"]
+    assert rows[0][2:4] == ["12,345", "6,789"]
+    good_warnings, collapsed_warnings = rows[0][-1], rows[1][-1]
+    assert good_warnings == "none"
+    assert "mode collapse" in collapsed_warnings
+    assert "non-finite losses in 3 of 3 steps" in collapsed_warnings
+    assert "unfinished: 1 of 2 epochs" in collapsed_warnings
+    assert rows[0][10].startswith("skipped: ")  # FID / KID without torchmetrics
+    assert "images seen differ by more than 10%: GAN_output 1,000, DCGAN_output 2,000" in markdown
+    assert "epochs differ" in markdown
+    assert "Best on SWD: WGAN-GP (`GAN_output`)" in markdown
+    assert float(rows[0][9]) < float(rows[1][9])
+
+    with Image.open(out_dir / "comparison.png") as figure:
+        assert figure.size == expected_figure_size(rows=2, with_quality=True)
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("not a run", "is not a run folder (no config.json, run_info.json, metrics.csv, generator.pkl)"),
+    ("bad weights", "generator.pkl: not a plain state_dict"),
+    ("missing cache", "real-image cache"),
+    ("incomplete cache", "is not a complete cache"),
+])
+def test_bad_input_stops_with_one_line_and_exit_2(stand_ins, monkeypatch, capsys, problem, message):
+    good = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised")
+    if problem == "not a run":
+        bad = stand_ins / "holiday_photos"
+        bad.mkdir()
+    else:
+        bad = write_run(stand_ins / "DCGAN_output", "DCGAN", "dcgan",
+                        b"\x80\x04 hostile" if problem == "bad weights" else b"collapsed")
+    if problem == "missing cache":
+        (stand_ins / "cache").rmdir()
+    if problem == "incomplete cache":  # the real preprocess.load_cache on an empty cache folder
+        monkeypatch.setattr(compare.preprocess, "load_cache", REAL_LOAD_CACHE)
+
+    assert compare.main([str(good), str(bad), "--out-dir", str(stand_ins / "comparison")]) == 2
+
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: ") and message in stderr
+    assert stderr.count("\n") == 1
+    assert not (stand_ins / "comparison").exists(), "nothing is written for a failed comparison"
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_compare_two_real_gan_complete_runs(tmp_path, capsys, monkeypatch):
+    import gan_complete
+
+    monkeypatch.setitem(sys.modules, "torchmetrics", None)
+    tiny = ["--source", "synthetic", "--synthetic-images", "64", "--cache-dir", str(tmp_path / "cache"),
+            "--batch-size", "16", "--d-channels", "16", "--img-size", "32", "--latent-pool", "32",
+            "--preprocess-workers", "1", "--no-progress"]
+    wide, narrow = tmp_path / "wide", tmp_path / "narrow"
+    assert gan_complete.main([*tiny, "--out-dir", str(wide), "--epochs", "2", "--g-channels", "16"]) == 0
+    assert gan_complete.main([*tiny, "--out-dir", str(narrow), "--epochs", "1", "--g-channels", "8"]) == 0
+    capsys.readouterr()
+
+    out_dir = tmp_path / "comparison"
+    assert compare.main([str(wide), str(narrow), "--out-dir", str(out_dir)]) == 0
+
+    markdown = capsys.readouterr().out
+    assert (out_dir / "comparison.md").read_text() in markdown
+    rows = table_rows(markdown)
+    assert len(rows) == 2 and {row[0] for row in rows} == {"WGAN-GP"}
+    for row, folder in zip(rows, (wide, narrow)):
+        info = json.loads((folder / "run_info.json").read_text())
+        assert row[1] == f"`{folder}`"
+        assert row[2:4] == [f"{info['generator_params']:,}", f"{info['critic_params']:,}"]
+    assert rows[0][2] != rows[1][2], "--g-channels 8 gives a smaller generator"
+    assert "images seen differ by more than 10%" in markdown and "epochs differ" in markdown
+    assert "Best on SWD: WGAN-GP" in markdown
+    with Image.open(out_dir / "comparison.png") as figure:
+        assert figure.format == "PNG"
+        assert figure.size == expected_figure_size(rows=2, with_quality=False)  # the runs wrote no quality.csv
