@@ -33,13 +33,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure  # the OO API: files only, no display, no global backend change
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
@@ -572,10 +569,8 @@ def save_figure(runs, scores, path, samples_shown, seed):
     """
     panels = [name for name in PANEL_WIDTHS if name != "quality" or any(run.quality for run in runs)]
     widths = [PANEL_WIDTHS[name] for name in panels]
-    figure, axes = plt.subplots(
-        len(runs), len(panels), figsize=(sum(widths), ROW_HEIGHT * len(runs)), squeeze=False,
-        layout="constrained", gridspec_kw={"width_ratios": widths},
-    )
+    figure = Figure(figsize=(sum(widths), ROW_HEIGHT * len(runs)), layout="constrained")
+    axes = figure.subplots(len(runs), len(panels), squeeze=False, gridspec_kw={"width_ratios": widths})
     for row, (run, score) in zip(axes, zip(runs, scores)):
         grid = make_grid(score.samples[:samples_shown], nrow=math.ceil(math.sqrt(samples_shown)), padding=1)
         row[0].imshow(grid.permute(1, 2, 0).numpy())
@@ -590,7 +585,6 @@ def save_figure(runs, scores, path, samples_shown, seed):
     figure.suptitle(f"{len(runs)} runs; samples from the same noise (seed {seed}) for every run",
                     fontsize="x-large")
     figure.savefig(path, dpi=DPI)
-    plt.close(figure)
 
 
 # ------------------------------------------------------------------------------- main

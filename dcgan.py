@@ -84,7 +84,7 @@ class Config:
     ema_decay: float = 0.999  # EMA of the generator's weights for samples and saved weights; 0 = off
     seed: int = 42  # seeds python, numpy and torch: the same seed gives the same weights on CPU
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    amp: str = "auto"  # mixed precision: auto (bf16 on CUDA, fp32 elsewhere) | bf16 | off
+    amp: str = "auto"  # mixed precision: auto (bf16 on CUDA and on CPUs with bf16 units, else fp32) | bf16 | off
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and tensor cores
     compile: bool = False  # torch.compile the generator (minutes of start-up, faster steps on GPU)
     deterministic: bool = False  # deterministic GPU kernels (slower); CPU runs are always reproducible
@@ -212,12 +212,22 @@ def resolve_device(name):
     return torch.device(name)
 
 
+def cpu_has_native_bf16():
+    """AVX512-BF16 or AMX: there bf16 autocast is faster; elsewhere it is emulated, and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: do not guess
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def amp_dtype(config, device):
     """bf16 autocast needs no GradScaler (fp32's exponent range), so it is the only mode offered."""
-    if config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda"
-                                and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return None
+    if config.amp != "auto":
+        return torch.bfloat16 if config.amp == "bf16" else None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
 
 
 def seed_everything(seed, deterministic):
@@ -756,6 +766,11 @@ def plot_losses(out_dir):
             line, = ax.plot(metrics[:, 0], metrics[:, column], alpha=0.25, linewidth=0.7)
             x, y = smooth(metrics[:, column], window)
             ax.plot(metrics[x, 0], y, color=line.get_color(), label=f"{label} (moving mean of {window})")
+        values = metrics[:, [column for column, _ in columns]]
+        values = values[np.isfinite(values)]
+        if len(values):  # the first steps' spikes would squash the rest of the curve
+            low, high = np.percentile(values, [0.5, 99.5])
+            ax.set_ylim(low - 0.1 * (high - low) - 1e-6, high + 0.1 * (high - low) + 1e-6)
         ax.set_xlabel("critic step")
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.legend()

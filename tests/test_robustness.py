@@ -41,7 +41,8 @@ def interrupt_after_first_epoch(script, args, signum):
 @pytest.mark.parametrize("script, signum", [("gan_complete", signal.SIGINT), ("dcgan", signal.SIGTERM)])
 def test_a_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(script, signum, cache_dir,
                                                                               tmp_path):
-    args = lambda out: tiny_args(cache_dir, out, "--synthetic-images", "160", "--epochs", "3")
+    precision = ["--amp", "off"] if script == "dcgan" else []  # the other runs take the default (auto)
+    args = lambda out: tiny_args(cache_dir, out, "--synthetic-images", "160", "--epochs", "3", *precision)
     assert run_cli(script, *args(tmp_path / "whole")).returncode == 0
 
     returncode, err = interrupt_after_first_epoch(script, args(tmp_path / "stopped"), signum)

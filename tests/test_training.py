@@ -277,3 +277,14 @@ def test_ema_follows_the_generator_early_and_averages_later():
     ema.update_parameters(generator)
     moved = (ema.module.project.weight - before).mean().item()
     assert moved == pytest.approx(0.001 * (generator.project.weight - before).mean().item(), rel=1e-3)
+
+
+def test_mixed_precision_choice(monkeypatch):
+    module = MODULES["gan_complete"]
+    cpu = torch.device("cpu")
+    assert module.amp_dtype(module.Config(amp="off"), cpu) is None
+    assert module.amp_dtype(module.Config(amp="bf16"), cpu) is torch.bfloat16
+    monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: False)  # emulated bf16 is slower: fp32
+    assert module.amp_dtype(module.Config(amp="auto"), cpu) is None
+    monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: True)
+    assert module.amp_dtype(module.Config(amp="auto"), cpu) is torch.bfloat16
