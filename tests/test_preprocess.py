@@ -1,6 +1,7 @@
 """Tests for preprocess.py: the shared data stage. CPU only, no network, tiny data made in tmp_path."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -330,12 +331,22 @@ def test_interrupted_run_resumes_to_the_same_bytes(tmp_path, monkeypatch, capsys
     monkeypatch.undo()
     partial = tmp_path / "resumed" / clean.name
     assert not preprocess.is_complete(partial) and not list(partial.rglob("*.tmp"))
-    (partial / "class_0" / ".image_00004.png.999.tmp").write_bytes(b"half a PNG from a killed worker")
+    (partial / "class_0" / ".image_00004.png.99999999.tmp").write_bytes(b"half a PNG from a killed worker")
 
     capsys.readouterr()
     resumed = synthetic(tmp_path / "resumed")
     assert "resuming: 5 of 12" in capsys.readouterr().out
     assert tree_bytes(resumed) == tree_bytes(clean)
+
+
+def test_a_build_leaves_the_temporary_files_of_a_running_writer_alone(tmp_path):
+    # Two training scripts started at once may build the same cache side by side.
+    cache_path = synthetic(tmp_path)
+    (cache_path / "images.npy").unlink()
+    in_flight = cache_path / "class_0" / f".image_00004.png.{os.getpid()}.tmp"
+    in_flight.write_bytes(b"being written by a process that is still running")
+    synthetic(tmp_path)
+    assert in_flight.exists() and preprocess.is_complete(cache_path)
 
 
 def test_load_cache_refuses_an_incomplete_cache(tmp_path):
