@@ -177,6 +177,15 @@ def validate_config(config):
     for name in ["rotations", "checkpoint_every", "preprocess_workers", "max_angle"]:
         if not getattr(config, name) >= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, tuple) else [value])):
+            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
+    for name in ["seed", "data_seed"]:
+        if not 0 <= getattr(config, name) < 2 ** 32:  # numpy's seed range
+            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 2**32), got {getattr(config, name)}")
+    if config.z_dim < 2:
+        raise ConfigError(f"--z-dim must be at least 2 (the latent analysis projects z to 2-D), got {config.z_dim}")
     if config.img_size not in (32, 64, 128, 256):
         raise ConfigError(f"--img-size must be 32, 64, 128 or 256, got {config.img_size}")
     blocks = int(math.log2(config.img_size)) - 2
@@ -205,6 +214,9 @@ def resolve_device(name):
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
+                          f"cuda:{torch.cuda.device_count() - 1}")
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("--device mps: MPS is not available here; use --device cpu or auto")
     return torch.device(name)
@@ -549,7 +561,7 @@ def ema_with_warmup(decay):
             return
         weight = torch.clamp((1 + num_averaged) / (10 + num_averaged), max=decay).to(averaged[0].dtype)
         for mine, theirs in zip(averaged, current):
-            mine.lerp_(theirs, 1 - weight)  # on the device: no host sync per step
+            mine.lerp_(theirs, 1 - weight)  # on the device (AveragedModel itself still reads its count)
     return update
 
 
@@ -580,7 +592,8 @@ def train_gan(generator, discriminator, dataloader, config):
     sampler = ema.module if ema is not None else generator
     run_generator = torch.compile(generator) if config.compile else generator
     fixed_noise = torch.randn(64, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
-    state = {"epoch": 0, "batch": 0, "step": 0, "g_steps": 0, "elapsed": 0.0}
+    state = {"epoch": 0, "batch": 0, "step": 0, "g_steps": 0, "images_seen": 0, "elapsed": 0.0,
+             "images": len(dataloader.images)}
     rows = []  # every metric row so far: [step, epoch, d_loss, g_loss, w_dist, gp, lr, time]
     last_g_loss = torch.tensor(float("nan"))  # the generator's loss is logged on every critic step
 
@@ -599,8 +612,11 @@ def train_gan(generator, discriminator, dataloader, config):
             scheduler.base_lrs = [lr]  # the Config may lower the LR on resume (after a NaN, say)
             for group in scheduler.optimizer.param_groups:
                 group["lr"] = lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
+        if checkpoint["state"]["images"] != state["images"]:
+            raise ConfigError(f"the data changed since the checkpoint ({checkpoint['state']['images']} images "
+                              f"then, {state['images']} now): resume with the same data settings")
         state.update(checkpoint["state"])
-        rows = checkpoint["metrics"].tolist()
+        rows = [[int(row[0]), int(row[1]), *row[2:]] for row in checkpoint["metrics"].tolist()]
         last_g_loss = torch.tensor(rows[-1][3] if rows else float("nan"))
         fixed_noise = checkpoint["fixed_noise"]
         set_rng_states(checkpoint["rng"])
@@ -663,6 +679,7 @@ def train_gan(generator, discriminator, dataloader, config):
                     scheduler.step()
                 state["step"] += 1
                 state["batch"] = index + 1
+                state["images_seen"] += real.size(0)
                 pending.append((state["step"], epoch + 1, [d_loss, last_g_loss, w_dist, gp], lr,
                                 time.perf_counter() - started))
                 bar.update(1)
@@ -693,7 +710,7 @@ def train_gan(generator, discriminator, dataloader, config):
 
 def write_run_info(config, generator, discriminator, dataloader, state, device):
     """What compare.py needs to put this run beside the others."""
-    images_seen = state["step"] * dataloader.batch_size
+    images_seen = state["images_seen"]
     info = {"variant": VARIANT, "script": Path(__file__).stem,
             "generator_params": count_parameters(generator), "critic_params": count_parameters(discriminator),
             "epochs_done": state["epoch"], "epochs": config.epochs, "generator_steps": state["g_steps"],
@@ -872,8 +889,8 @@ def sample_from_weights(config, given):
     """--sample: a grid and single PNGs from saved weights, without training."""
     weights = Path(config.sample)
     beside = weights.parent / "config.json"
-    if beside.exists():  # the run's own settings, then whatever was typed on the command line
-        config = config_from_dict({**asdict(read_config(beside)), **given})
+    if beside.exists():  # the run's model settings (not its device), then what was typed now
+        config = config_from_dict({**asdict(read_config(beside)), "device": "auto", **given})
         validate_config(config)
     device = resolve_device(config.device)
     generator = load_generator(weights, config, device)
@@ -889,6 +906,11 @@ def sample_from_weights(config, given):
 
 
 # ----------------------------------------------------------------------------- main
+RUN_FILES = ["checkpoint.pt", "config.json", "metrics.csv", "run_info.json", "generator.pkl", "discriminator.pkl",
+             "training_losses.png", "generated_samples.png", "latent_space_analysis.png", "latent_l2_norms.txt",
+             "interpolation.png"]
+
+
 def check_out_dir(config):
     """Report an unwritable or occupied out_dir now, not an hour into training."""
     out_dir = Path(config.out_dir)
@@ -905,9 +927,32 @@ def check_out_dir(config):
     if has_run and not config.resume and not config.overwrite:
         raise ConfigError(f"{out_dir} already holds a run: pass --resume to continue it, "
                           "--overwrite to start afresh, or another --out-dir")
-    if config.overwrite and not config.resume:
-        for old in [out_dir / "checkpoint.pt", *out_dir.glob("samples_epoch_*.png")]:
-            old.unlink()
+    if config.overwrite and not config.resume:  # no old file may be mistaken for the new run's
+        for old in [*(out_dir / name for name in RUN_FILES), *out_dir.glob("samples_epoch_*.png")]:
+            old.unlink(missing_ok=True)
+
+
+# What a resumed run may change; anything else (batch size, seeds, data, model sizes, betas)
+# would silently make it a different run than its checkpoint.
+RESUME_MAY_CHANGE = {"epochs", "lr_generator", "lr_discriminator", "n_critic", "ema_decay", "device", "amp",
+                     "channels_last", "compile", "deterministic", "data_dir", "cache_dir", "preprocess_workers",
+                     "out_dir", "log_every", "checkpoint_every", "latent_pool", "keep_copies", "resume",
+                     "overwrite", "progress", "num_samples"}
+
+
+def resumed_config(out_dir, given):
+    saved = json.loads((out_dir / "config.json").read_text()) if (out_dir / "config.json").exists() else {}
+    if saved.get("script", Path(__file__).stem) != Path(__file__).stem:
+        raise ConfigError(f"{out_dir} holds a {saved['script']}.py run: resume it with {saved['script']}.py")
+    config = read_config(out_dir / "config.json")
+    changed = [name for name, value in given.items()
+               if name not in RESUME_MAY_CHANGE and getattr(config, name) != value]
+    if changed:
+        flags = ", ".join(f"--{name.replace('_', '-')} (was {getattr(config, name)})" for name in changed)
+        raise ConfigError(f"--resume cannot change {flags}: start a new run with another --out-dir")
+    config = config_from_dict({**asdict(config), **given})
+    validate_config(config)
+    return config
 
 
 def run_training(config, given):
@@ -915,10 +960,9 @@ def run_training(config, given):
     if config.resume and not (out_dir / "checkpoint.pt").exists():
         raise ConfigError(f"--resume: no checkpoint in {out_dir}; start without --resume")
     if config.resume:  # the run's own settings; flags typed now (--epochs, a lower lr) win
-        config = config_from_dict({**asdict(read_config(out_dir / "config.json")), **given})
-        validate_config(config)
-    check_out_dir(config)
+        config = resumed_config(out_dir, given)
     device = resolve_device(config.device)
+    check_out_dir(config)
     seed_everything(config.seed, config.deterministic)
     images, _, cache_path = preprocess.prepare_data(
         data_dir=config.data_dir, source=config.source, cache_dir=config.cache_dir, size=config.img_size,

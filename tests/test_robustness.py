@@ -57,6 +57,9 @@ def test_a_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(sc
     for name in ("generator.pkl", "discriminator.pkl"):
         assert_same_weights(tmp_path / "whole" / name, tmp_path / "stopped" / name)
     assert (metric_values(tmp_path / "whole") == metric_values(tmp_path / "stopped")).all()
+    with open(tmp_path / "stopped" / "metrics.csv") as f:
+        steps = [int(row.split(",")[0]) for row in list(f)[1:]]  # integers, before and after the stop
+    assert steps == list(range(1, len(steps) + 1))
 
 
 def test_the_same_seed_gives_identical_weights(cache_dir, tmp_path):
@@ -183,3 +186,23 @@ def test_a_run_that_diverges_at_once_says_no_checkpoint_exists(cache_dir, tmp_pa
     err = capsys.readouterr().err
     assert code == 1 and "no checkpoint was written yet" in err and err.count("\n") == 1
     assert not (tmp_path / "generator.pkl").exists() and not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_resume_refuses_changes_that_would_make_another_run(cache_dir, tmp_path, capsys):
+    assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert gan_complete.main(["--out-dir", str(tmp_path), "--resume", "--batch-size", "48"]) == 2
+    assert capsys.readouterr().err == (f"error: --resume cannot change --batch-size (was 16): start a new run "
+                                       "with another --out-dir\n")
+    assert dcgan.main(["--out-dir", str(tmp_path), "--resume"]) == 2
+    assert "holds a gan_complete.py run" in capsys.readouterr().err
+
+
+def test_overwrite_leaves_nothing_of_the_old_run(cache_dir, tmp_path):
+    assert dcgan.main(tiny_args(cache_dir, tmp_path, "--epochs", "2")) == 0
+    code = dcgan.main(tiny_args(cache_dir, tmp_path, "--epochs", "1", "--overwrite", "--img-size", "64",
+                                "--g-channels", "16", "--d-channels", "16"))
+    assert code == 0
+    assert not (tmp_path / "samples_epoch_002.png").exists()
+    assert dcgan.read_config(tmp_path / "config.json").img_size == 64
+    assert __import__("json").loads((tmp_path / "run_info.json").read_text())["img_size"] == 64

@@ -65,20 +65,27 @@ def test_gradient_penalty_is_exact_for_a_linear_critic(memory_format):
     assert torch.allclose(penalty.double(), expected, rtol=1e-6)
 
 
-def test_gradient_penalty_flattens_each_sample_in_channels_last():
-    # A critic whose gradient differs per channel: a wrong flattening of NHWC gradients mixes
-    # samples and changes the per-sample norms.
-    critic = LinearCritic((3, 4, 4))
-    with torch.no_grad():
-        critic.weight[0] *= 3
-    real = torch.randn(2, 3, 4, 4, dtype=torch.float64)
-    fake = torch.randn(2, 3, 4, 4, dtype=torch.float64)
-    plain = MODULES["gan_complete"].compute_gradient_penalty(critic, real, fake)
-    nhwc = MODULES["gan_complete"].compute_gradient_penalty(
-        critic, real.contiguous(memory_format=torch.channels_last),
-        fake.contiguous(memory_format=torch.channels_last))
-    assert torch.allclose(plain, nhwc)
-    assert torch.allclose(plain.double(), (critic.weight.detach().norm() - 1) ** 2)
+class HalfSquaredNorm(torch.nn.Module):
+    """D(x) = ||x||^2 / 2 per sample: its gradient is x itself, a different norm for every sample."""
+
+    def forward(self, x):
+        return (x ** 2).flatten(1).sum(1) / 2
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_gradient_penalty_takes_each_samples_own_gradient_norm(memory_format):
+    # A wrong flattening of NHWC gradients (view instead of reshape, or flattening the batch
+    # away) mixes the samples' gradients; here each sample's gradient norm is known.
+    real = (torch.randn(3, 3, 4, 4, dtype=torch.float64) * torch.tensor([0.2, 1.0, 3.0]).view(3, 1, 1, 1))
+    fake = torch.randn(3, 3, 4, 4, dtype=torch.float64)
+    torch.manual_seed(0)
+    penalty = MODULES["gan_complete"].compute_gradient_penalty(
+        HalfSquaredNorm(), real.contiguous(memory_format=memory_format), fake.contiguous(memory_format=memory_format))
+    torch.manual_seed(0)  # the same interpolation weights
+    alpha = torch.rand(3, 1, 1, 1)
+    interpolates = alpha * real + (1 - alpha) * fake
+    expected = ((interpolates.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    assert torch.allclose(penalty.double(), expected, rtol=1e-5)
 
 
 def test_wgan_clip_keeps_every_critic_parameter_within_the_clip_value():
@@ -155,6 +162,9 @@ def test_help_lists_every_field_with_its_default(script):
     (["--g-channels", "12", "--img-size", "64"], "multiple of 8"),
     (["--ema-decay", "1.5"], "--ema-decay"),
     (["--no-such-flag"], "unrecognized arguments"),
+    (["--seed", "-1"], "--seed must be in [0, 2**32)"),
+    (["--lr-generator", "inf"], "--lr-generator must be a finite number"),
+    (["--z-dim", "1"], "--z-dim must be at least 2"),
 ])
 def test_invalid_values_stop_with_one_line(script, args, words, capsys, tmp_path):
     assert script.main(args + ["--out-dir", str(tmp_path / "run")]) == 2
@@ -207,7 +217,7 @@ def test_a_run_writes_every_output(script, finished_runs):
     with Image.open(out_dir / "samples_epoch_002.png") as grid:
         assert grid.size == (8 * 32 + 9 * 2, 8 * 32 + 9 * 2)  # 64 fixed-noise samples, 8 x 8
     with Image.open(out_dir / "generated_samples.png") as grid:
-        assert grid.size[0] >= 10 * 32 or grid.size[1] >= 2 * 32  # 12 fresh samples
+        assert grid.size == (8 * 32 + 9 * 2, 2 * 32 + 3 * 2)  # --num-samples 12: 8 + 4 in two rows
     with Image.open(out_dir / "interpolation.png") as grid:
         assert grid.size == (10 * 32 + 11 * 2, 6 * 32 + 7 * 2)  # 6 pairs x 10 slerp steps
 
@@ -288,3 +298,38 @@ def test_mixed_precision_choice(monkeypatch):
     assert module.amp_dtype(module.Config(amp="auto"), cpu) is None
     monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: True)
     assert module.amp_dtype(module.Config(amp="auto"), cpu) is torch.bfloat16
+
+
+def test_a_128_pixel_run_writes_128_pixel_images(cache_dir, tmp_path):
+    module = MODULES["dcgan"]
+    args = tiny_args(cache_dir, tmp_path, "--img-size", "128", "--synthetic-images", "12", "--epochs", "1",
+                     "--batch-size", "8", "--num-samples", "4", "--latent-pool", "8")
+    assert module.main(args) == 0
+    with Image.open(tmp_path / "generated_samples.png") as grid:
+        assert grid.size == (4 * 128 + 5 * 2, 128 + 2 * 2)
+    assert module.read_config(tmp_path / "config.json").img_size == 128
+
+
+def test_without_ema_the_saved_generator_is_the_trained_one(cache_dir, tmp_path):
+    module = MODULES["wgan_clip"]
+    assert module.main(tiny_args(cache_dir, tmp_path, "--ema-decay", "0", "--epochs", "1")) == 0
+    saved = module.load_state_dict_safely(tmp_path / "generator.pkl")
+    trained = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["generator"]
+    assert all(torch.equal(saved[k], trained[k]) for k in saved)
+
+
+def test_checkpoint_every_saves_inside_an_epoch(cache_dir, tmp_path, monkeypatch):
+    module = MODULES["gan_complete"]
+    # 9 steps per epoch; with a checkpoint every 4 steps, a crash loses at most 3 steps
+    saved_states = []
+    real_save = torch.save
+
+    def spy(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and "state" in obj:
+            saved_states.append(dict(obj["state"]))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", spy)
+    assert module.main(tiny_args(cache_dir, tmp_path, "--checkpoint-every", "4")) == 0
+    assert [(s["step"], s["epoch"], s["batch"]) for s in saved_states] == [
+        (4, 0, 4), (8, 0, 8), (9, 1, 0), (12, 1, 3), (16, 1, 7), (18, 2, 0)]
