@@ -52,3 +52,11 @@ def test_sync_repairs_an_edited_copy():
     repaired = shared_blocks.sync(reference, edited)
     assert repaired == read("wgan_clip.py")
     assert shared_blocks.drift(reference, repaired) == []
+
+
+def test_a_shared_config_field_that_drifts_fails():
+    edited = read("dcgan.py").replace("    z_dim: int = 100  #", "    z_dim: int = 128  #")
+    assert shared_blocks.drift(read("gan_complete.py"), edited) == ["Config field 'z_dim' differs"]
+    # a method's own default may differ
+    edited = read("dcgan.py").replace("    epochs: int = 60  #", "    epochs: int = 25  #")
+    assert shared_blocks.drift(read("gan_complete.py"), edited) == []

@@ -6,10 +6,12 @@
 A block is a top-level statement: a function, a class, a constant, the imports, the main guard.
 The method-specific ones (METHOD_SPECIFIC) may differ; every other block must be the same text,
 in the same order, so that `diff dcgan.py gan_complete.py` shows only what the methods change.
+Inside the Config, every field line but the method's own (METHOD_FIELDS) must be the same too.
 tests/test_shared_blocks.py runs the check.
 """
 import argparse
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -21,6 +23,19 @@ METHOD_SPECIFIC = {
     "compute_gradient_penalty", "clip_weights", "discriminator_loss", "generator_loss",
     "critic_step", "generator_step",
 }
+
+
+# Config fields whose default or wording is the method's own; every other field line is shared.
+METHOD_FIELDS = {
+    "epochs", "batch_size", "lr_generator", "lr_discriminator", "betas", "n_critic", "lambda_gp",
+    "clip_value", "loss", "real_label_smoothing", "gradient_clip", "d_channels", "out_dir", "keep_copies",
+}
+
+
+def config_fields(source):
+    """{field name: its line} of the Config dataclass."""
+    lines = blocks(source)["Config"][2].splitlines()
+    return {match.group(1): line for line in lines if (match := re.match(r"    (\w+): ", line))}
 
 
 def _name(node):
@@ -64,6 +79,15 @@ def drift(reference_source, other_source):
     for name in other:
         if name not in reference and name not in METHOD_SPECIFIC:
             problems.append(f"block '{name}' is neither shared nor listed in METHOD_SPECIFIC")
+    if "Config" in reference and "Config" in other:
+        reference_fields, other_fields = config_fields(reference_source), config_fields(other_source)
+        for name, line in reference_fields.items():
+            if name in METHOD_FIELDS:
+                continue
+            if name not in other_fields:
+                problems.append(f"Config field '{name}' is missing")
+            elif other_fields[name] != line:
+                problems.append(f"Config field '{name}' differs")
     shared = [n for n in reference if n in other and n not in METHOD_SPECIFIC]
     if shared != [n for n in other if n in reference and n not in METHOD_SPECIFIC]:
         problems.append("shared blocks are in a different order")
