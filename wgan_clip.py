@@ -952,13 +952,19 @@ def run_training(config, given):
     if config.resume:  # the run's own settings; flags typed now (--epochs, a lower lr) win
         config = resumed_config(out_dir, given)
     device = resolve_device(config.device)
+    new_folder = not out_dir.exists()
     check_out_dir(config)
     seed_everything(config.seed, config.deterministic)
-    images, _, cache_path = preprocess.prepare_data(
-        data_dir=config.data_dir, source=config.source, cache_dir=config.cache_dir, size=config.img_size,
-        rotations=config.rotations, max_angle=config.max_angle, seed=config.data_seed,
-        workers=config.preprocess_workers or None, synthetic_images=config.synthetic_images,
-        synthetic_classes=config.synthetic_classes, progress=config.progress)
+    try:
+        images, _, cache_path = preprocess.prepare_data(
+            data_dir=config.data_dir, source=config.source, cache_dir=config.cache_dir, size=config.img_size,
+            rotations=config.rotations, max_angle=config.max_angle, seed=config.data_seed,
+            workers=config.preprocess_workers or None, synthetic_images=config.synthetic_images,
+            synthetic_classes=config.synthetic_classes, progress=config.progress)
+    except (preprocess.PreprocessError, KeyboardInterrupt):
+        if new_folder and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # leave no empty output folder behind a data problem
+        raise
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     generator = Generator(config).apply(weights_init).to(device, memory_format=memory_format)
     discriminator = Discriminator(config).apply(weights_init).to(device, memory_format=memory_format)
