@@ -46,7 +46,7 @@ folder (or the synthetic parameters) and PIPELINE_VERSION, so two settings never
   <class>/image_00001.png, image_00001_r1.png, ...   what a person looks at; torchvision ImageFolder
   manifest.json                                      source, parameters, counts, skipped files
   labels.npy   int64 [N]                             index into manifest["classes"]
-  images.npy   uint8 [N, 3, size, size]              written last; its presence marks the cache complete
+  images.npy   uint8 [N, 3, size, size]              written last; when whole, marks the cache complete
 Packed order: class by class, files by name, each image followed by its rotated copies.
 Every file is written to a temporary name and renamed, so Ctrl-C never leaves half a file (a worker
 killed mid-write leaves only a hidden .tmp, deleted by the next run once its writer is gone), and a rerun redoes only
@@ -119,7 +119,7 @@ class Config:
                             "8,189 flowers, enough to slow discriminator overfitting without much memory")
     max_angle: float = option(DEFAULT_MAX_ANGLE, "rotation angles are uniform in +-this many degrees")
     seed: int = option(0, "seeds the rotation angles (per file name) and the synthetic flowers")
-    workers: int | None = option(None, "processes; default all cores (os.cpu_count()); 1 runs in-process", type=int)
+    workers: int | None = option(None, "processes; default all usable cores; 1 runs in-process", type=int)
     synthetic_images: int = option(2000, "number of images for --source synthetic")
     synthetic_classes: int = option(10, "number of flower classes for --source synthetic")
     progress: bool = option(True, "show a progress bar")
@@ -218,6 +218,11 @@ def output_names(stem, rotations):
     return [f"{stem}.png"] + [f"{stem}_r{k}.png" for k in range(1, rotations + 1)]
 
 
+def usable_cores():
+    """The cores this process may run on (a container or taskset may allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def write_atomically(path, write):
     """write(file) into a temporary name in the same folder, then rename: never half a file."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -238,6 +243,17 @@ def writer_is_gone(temporary):
     except PermissionError:  # alive, another user's
         return False
     return False
+
+
+def read_cached(paths, packed, first):
+    """Copy an earlier run's PNGs of one source image into packed[first:]; False if one is damaged."""
+    try:
+        for k, path in enumerate(paths):
+            with Image.open(path) as image:
+                packed[first + k] = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+    except (OSError, ValueError, SyntaxError):  # truncated, zero bytes, another size: made again
+        return False
+    return True
 
 
 def process_task(task):
@@ -503,7 +519,16 @@ def cache_folder_name(source, size, rotations, max_angle, seed, synthetic_images
 
 
 def is_complete(cache_path):
-    return all((Path(cache_path) / name).is_file() for name in ("manifest.json", "labels.npy", "images.npy"))
+    """The packed arrays are there, whole, and agree with the manifest. A power cut or a full disk
+    can leave a short file behind a rename; such a cache is re-packed from its PNGs."""
+    cache_path = Path(cache_path)
+    try:
+        manifest = json.loads((cache_path / "manifest.json").read_text())
+        images = np.load(cache_path / "images.npy", mmap_mode="r")  # reads the header only
+        labels = np.load(cache_path / "labels.npy", mmap_mode="r")
+    except (OSError, ValueError, EOFError):  # missing, truncated, not an array, not JSON
+        return False
+    return isinstance(manifest, dict) and len(images) == len(labels) == manifest.get("num_images")
 
 
 def check_settings(source, size, rotations, max_angle, workers, synthetic_images, synthetic_classes):
@@ -556,18 +581,15 @@ def build_cache(data_dir=".", source="auto", cache_dir="cache", size=64, rotatio
     for index, record in enumerate(records):
         folder = cache_path / class_names[record.class_index]
         paths = [folder / name for name in output_names(record.stem, rotations)]
-        if all(path.is_file() for path in paths):  # done by an earlier, interrupted run
-            for k, path in enumerate(paths):
-                with Image.open(path) as image:
-                    packed[index * copies + k] = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
-            kept[index] = True
+        if all(path.is_file() for path in paths) and read_cached(paths, packed, index * copies):
+            kept[index] = True  # done by an earlier, interrupted run
         else:
             todo.append((index, record, class_names[record.class_index], str(cache_path), size, rotations,
                          max_angle, seed, synthetic_classes))
     if len(todo) < len(records):
         print(f"resuming: {len(records) - len(todo)} of {len(records)} images already done")
 
-    workers = min(workers or os.cpu_count() or 1, max(1, len(todo)))
+    workers = min(workers or usable_cores(), max(1, len(todo)))
     with task_mapper(workers) as mapper:
         results = mapper(process_task, todo)
         for index, arrays, reason in tqdm(results, total=len(todo), desc="preprocess", unit="img",
@@ -633,9 +655,6 @@ def load_cache(cache_path):
     manifest = json.loads((cache_path / "manifest.json").read_text())
     images = torch.from_numpy(np.load(cache_path / "images.npy"))
     labels = torch.from_numpy(np.load(cache_path / "labels.npy"))
-    if not len(images) == len(labels) == manifest["num_images"]:
-        raise PreprocessError(f"{cache_path} is inconsistent (images, labels and manifest disagree on "
-                              "the count); delete it and run python preprocess.py again")
     return images, labels, manifest["classes"]
 
 

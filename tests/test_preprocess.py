@@ -349,6 +349,21 @@ def test_a_build_leaves_the_temporary_files_of_a_running_writer_alone(tmp_path):
     assert in_flight.exists() and preprocess.is_complete(cache_path)
 
 
+def test_damaged_files_of_a_cache_are_remade_and_nothing_else(tmp_path, capsys):
+    # A power cut or a full disk can leave a truncated packed array or a zero-byte PNG.
+    clean = synthetic(tmp_path / "clean")
+    damaged = synthetic(tmp_path / "damaged")
+    images = (damaged / "images.npy").read_bytes()
+    (damaged / "images.npy").write_bytes(images[:len(images) // 2])
+    (damaged / "class_0" / "image_00004_r1.png").write_bytes(b"")
+    assert not preprocess.is_complete(damaged)
+
+    capsys.readouterr()
+    assert synthetic(tmp_path / "damaged") == damaged
+    assert "resuming: 11 of 12" in capsys.readouterr().out  # only the damaged image is processed again
+    assert tree_bytes(damaged) == tree_bytes(clean)
+
+
 def test_load_cache_refuses_an_incomplete_cache(tmp_path):
     cache_path = synthetic(tmp_path)
     (cache_path / "images.npy").unlink()
