@@ -3,13 +3,13 @@
     python compare.py GAN_output WGAN_clip_output DCGAN_output --out-dir comparison
 
 Nothing is retrained. Each run folder is what `gan_complete.py`, `wgan_clip.py` or `dcgan.py`
-left behind (config.json, metrics.csv, run_info.json, generator.pkl, optionally quality.csv);
+left behind (config.json, metrics.csv, run_info.json, generator.pkl, and snapshots/ when kept);
 the generator is loaded through its own script's restricted loader, and every run draws its
 samples from the same fixed noise (same seed), so the sample grids differ only by the model.
 
 Outputs in --out-dir:
 - comparison.png: one row per run: final samples, losses against step (raw, faint, and
-  smoothed), and the quality the run recorded during training (quality.csv) against epoch.
+  smoothed), and SWD against epoch when the run kept generator snapshots (snapshot_every).
 - comparison.md (also printed): a table of sizes, budgets and final quality, the per-level
   sliced Wasserstein distances, warnings, and a few sentences on which run is best and how far
   to trust that.
@@ -29,6 +29,7 @@ import csv
 import importlib
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ import preprocess
 SCRIPTS = ("gan_complete", "wgan_clip", "dcgan")
 REQUIRED_FILES = ("config.json", "run_info.json", "metrics.csv", "generator.pkl")
 METRICS_COLUMNS = ("step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time")
-QUALITY_COLUMNS = ("epoch", "swd")
+SNAPSHOT_NAME = re.compile(r"generator_epoch_(\d+)\.pkl")  # snapshots/ of a run, see snapshot_every
 RUN_INFO_KEYS = ("generator_params", "critic_params", "epochs_done", "epochs", "generator_steps",
                  "wall_time_s", "images_per_s", "device")  # what the table shows
 
@@ -94,8 +95,9 @@ class Run:
     config: object  # the script's own Config dataclass
     info: dict  # run_info.json
     metrics: dict  # metrics.csv column -> np.ndarray
-    quality: dict | None  # quality.csv column -> np.ndarray, when the run recorded it
     generator: torch.nn.Module
+    snapshots: list  # [(epoch, path)] of snapshots/generator_epoch_NNN.pkl, by epoch
+    load: object  # path -> generator, through the run's own script (raises RunError)
 
 
 def read_csv_columns(path, columns):
@@ -139,22 +141,31 @@ def load_run(folder, device="cpu"):
         raise RunError(f"{folder} needs {script}.py, which cannot be imported ({error})") from None
     try:
         config = module.read_config(folder / "config.json")
-        generator = module.load_generator(folder / "generator.pkl", config, device=device)
-    except (module.ConfigError, module.WeightsError) as error:  # the scripts' one-line refusals
+    except module.ConfigError as error:  # the scripts' one-line refusal
         raise RunError(f"{folder}: {error}") from None
+
+    def load(path):
+        try:
+            return module.load_generator(path, config, device=device)
+        except (module.ConfigError, module.WeightsError) as error:
+            raise RunError(f"{folder}: {error}") from None
+
+    generator = load(folder / "generator.pkl")
     info = read_json(folder / "run_info.json")
     missing = [key for key in RUN_INFO_KEYS if key not in info]
     if missing:
         raise RunError(f"{folder}/run_info.json lacks {', '.join(missing)}")
-    quality_path = folder / "quality.csv"
+    snapshots = sorted((int(match.group(1)), path) for path in (folder / "snapshots").glob("*.pkl")
+                       if (match := SNAPSHOT_NAME.fullmatch(path.name)))
     return Run(
         folder=folder,
         variant=info.get("variant", script),
         config=config,
         info=info,
         metrics=read_csv_columns(folder / "metrics.csv", METRICS_COLUMNS),
-        quality=read_csv_columns(quality_path, QUALITY_COLUMNS) if quality_path.is_file() else None,
         generator=generator,
+        snapshots=snapshots,
+        load=load,
     )
 
 
@@ -366,10 +377,34 @@ class Score:
     swd: dict  # sliced_wasserstein() of the samples against the real images, x 10^3
     inception: str  # "FID / KID" as numbers, or "skipped: <reason>"
     diversity: float
+    curve: list  # [(epoch, average SWD)]: the snapshots, then the final generator
+    unreadable: list  # snapshot files the loader refused, left out of the curve
 
 
-def score_runs(runs, real, reference, num_images, seed, inception):
+def quality_curve(run, final_swd, real, z, seed, enabled):
+    """SWD of every snapshot the run kept, then of its final generator: quality against epoch.
+
+    A snapshot the loader refuses (truncated, tampered with) is left out and named, not fatal:
+    the final generator, which the comparison is about, has been loaded already.
+    """
+    curve, unreadable = [], []
+    for epoch, path in run.snapshots if enabled else []:
+        if epoch >= run.info["epochs_done"]:  # the same weights as generator.pkl (or a stray file)
+            continue
+        try:
+            generator = run.load(path)
+        except RunError:
+            unreadable.append(path.name)
+            continue
+        curve.append((epoch, sliced_wasserstein(real, generate(generator, z), seed)["avg"]))
+    curve.append((run.info["epochs_done"], final_swd["avg"]))
+    return curve, unreadable
+
+
+def score_runs(runs, real, reference, num_images, seed, inception, snapshots=True):
     """Score every run on the same real images; also the real-vs-real SWD floor per size.
+
+    With snapshots, each run's snapshots are scored too, on the same noise and real images.
 
     real and reference are disjoint real samples of num_images each: SWD between them is what a
     perfect generator would score at this sample size.
@@ -382,14 +417,10 @@ def score_runs(runs, real, reference, num_images, seed, inception):
             floors[size] = sliced_wasserstein(real_at_size, resize_uint8(reference, size), seed)
         z = torch.randn(num_images, run.config.z_dim, generator=torch.Generator().manual_seed(seed))
         samples = generate(run.generator, z)
-        scores.append(
-            Score(
-                samples=samples,
-                swd=sliced_wasserstein(real_at_size, samples, seed),
-                inception=inception(samples),
-                diversity=diversity(samples, real_at_size),
-            )
-        )
+        swd = sliced_wasserstein(real_at_size, samples, seed)
+        curve, unreadable = quality_curve(run, swd, real_at_size, z, seed, snapshots)
+        scores.append(Score(samples=samples, swd=swd, inception=inception(samples),
+                            diversity=diversity(samples, real_at_size), curve=curve, unreadable=unreadable))
     return scores, floors
 
 
@@ -409,6 +440,8 @@ def run_warnings(run, score):
         warnings.append(f"mode collapse: diversity {score.diversity:.2f} < {COLLAPSE_RATIO}")
     if not run.info.get("finished", False):
         warnings.append(f"unfinished: {run.info['epochs_done']} of {run.info['epochs']} epochs")
+    if score.unreadable:
+        warnings.append(f"unreadable snapshot(s) left out of the SWD curve: {', '.join(score.unreadable)}")
     return warnings
 
 
@@ -477,6 +510,24 @@ def verdict(runs, scores, floors, warnings):
     return sentences
 
 
+def trend(curve):
+    """Where a run's SWD curve ends: still falling, or past its best."""
+    best_epoch, best = min(curve, key=lambda point: point[1])
+    if best_epoch == curve[-1][0]:
+        return "best at the end: more epochs may help"
+    return f"best at epoch {best_epoch} ({best:.2f}), {curve[-1][1] - best:+.2f} since"
+
+
+def curve_lines(runs, scores):
+    """The SWD-by-epoch section, for the runs that kept snapshots."""
+    rows = [[run.variant, f"`{run.folder}`", ", ".join(f"{epoch}: {value:.2f}" for epoch, value in score.curve),
+             trend(score.curve)] for run, score in zip(runs, scores) if len(score.curve) > 1]
+    if not rows:
+        return []
+    return ["## SWD during training (x10^3, from the snapshots)", "",
+            *markdown_table(["variant", "run", "epoch: SWD", "trend"], rows), ""]
+
+
 def report(runs, scores, floors, caveats, num_images, real_count):
     """comparison.md: the table, SWD per level, caveats and the verdict."""
     warnings = [run_warnings(run, score) for run, score in zip(runs, scores)]
@@ -507,6 +558,7 @@ def report(runs, scores, floors, caveats, num_images, real_count):
         f"{COLLAPSE_RATIO}.", "",
         "## SWD per Laplacian-pyramid level (x10^3)", "",
         *markdown_table(["variant", "run", *levels], level_rows), "",
+        *curve_lines(runs, scores),
         "## Verdict", "",
         *verdict(runs, scores, floors, warnings), "",
     ]
@@ -553,21 +605,26 @@ def plot_curves(axis, metrics, title, columns):
     axis.legend(fontsize="small")
 
 
-def plot_quality(axis, quality):
-    if quality is None or not len(quality["epoch"]):
-        axis.text(0.5, 0.5, "no quality.csv:\nthe run recorded no quality", ha="center", va="center")
+def plot_quality(axis, curve, floor, top):
+    """SWD against epoch on one y-scale (0 to top) for every run, with the real-vs-real floor."""
+    if len(curve) < 2:
+        axis.text(0.5, 0.5, "no snapshots:\nthe run kept none (snapshot_every)", ha="center", va="center")
         axis.set_axis_off()
         return
-    axis.plot(quality["epoch"], quality["swd"], marker="o", color="tab:purple")
-    axis.set(xlabel="epoch", ylabel="SWD (the run's own)", title="quality during training (lower is better)")
+    epochs, values = zip(*curve)
+    axis.plot(epochs, values, marker="o", color="tab:purple", label="generator")
+    axis.axhline(floor, color="grey", linestyle="--", linewidth=1, label="real vs real")
+    axis.set(xlabel="epoch", ylabel="SWD x10^3", ylim=(0, top), title="SWD during training (lower is better)")
+    axis.legend(fontsize="small")
 
 
-def save_figure(runs, scores, path, samples_shown, seed):
-    """comparison.png: per run, samples from the shared noise, losses, critic gap, recorded quality.
+def save_figure(runs, scores, floors, path, samples_shown, seed):
+    """comparison.png: per run, samples from the shared noise, losses, critic gap, SWD by epoch.
 
-    The quality column is left out when no run recorded quality.csv.
+    The SWD column is left out when no run kept snapshots.
     """
-    panels = [name for name in PANEL_WIDTHS if name != "quality" or any(run.quality for run in runs)]
+    panels = [name for name in PANEL_WIDTHS if name != "quality" or any(len(score.curve) > 1 for score in scores)]
+    top = 1.1 * max(value for score in scores for _, value in score.curve)
     widths = [PANEL_WIDTHS[name] for name in panels]
     figure = Figure(figsize=(sum(widths), ROW_HEIGHT * len(runs)), layout="constrained")
     axes = figure.subplots(len(runs), len(panels), squeeze=False, gridspec_kw={"width_ratios": widths})
@@ -581,7 +638,7 @@ def save_figure(runs, scores, path, samples_shown, seed):
             if len(run.metrics["step"]):
                 plot_curves(axis, run.metrics, title, columns)
         if "quality" in panels:
-            plot_quality(row[3], run.quality)
+            plot_quality(row[3], score.curve, floors[run.config.img_size]["avg"], top)
     figure.suptitle(f"{len(runs)} runs; samples from the same noise (seed {seed}) for every run",
                     fontsize="x-large")
     figure.savefig(path, dpi=DPI)
@@ -591,13 +648,14 @@ def save_figure(runs, scores, path, samples_shown, seed):
 def build_parser():
     parser = argparse.ArgumentParser(
         description="Compare finished GAN runs (gan_complete.py, wgan_clip.py, dcgan.py output folders) "
-        "without retraining: a figure of samples, losses and recorded quality per run, and a Markdown "
+        "without retraining: a figure of samples, losses and SWD by epoch per run, and a Markdown "
         "table of sizes, budgets, SWD (and FID/KID when torchmetrics is installed), diversity and "
         "warnings. Any bad run folder stops the comparison (exit 2) before anything is written.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"""outputs in --out-dir:
   comparison.png  one row per run: samples from the shared noise, losses and the critic gap
-                  against step (faint: raw, solid: smoothed), quality.csv against epoch
+                  against step (faint: raw, solid: smoothed), SWD against epoch from the
+                  run's snapshots/ (kept every snapshot_every epochs)
   comparison.md   the table (also printed), SWD per pyramid level, a verdict, caveats
 
 quality:
@@ -611,7 +669,7 @@ quality:
   caveats    budgets (images seen, wall time, epochs, image size) differing by > {BUDGET_TOLERANCE:.0%}""",
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (each with config.json, run_info.json, "
-                        "metrics.csv and generator.pkl; quality.csv is optional)")
+                        "metrics.csv and generator.pkl; snapshots/ is optional)")
     parser.add_argument("--out-dir", type=Path, default=Path("comparison"),
                         help="where comparison.png and comparison.md go (default: comparison)")
     parser.add_argument("--num-images", type=int, default=1000,
@@ -624,6 +682,8 @@ quality:
                         help="seed of the shared noise, the real sample and the SWD projections (default: 0)")
     parser.add_argument("--samples", type=int, default=16, help="samples shown per run in the figure (default: 16)")
     parser.add_argument("--device", default="cpu", help="device for the generators and FID/KID (default: cpu)")
+    parser.add_argument("--no-snapshots", action="store_true",
+                        help="score only the final generators, not the snapshots (one SWD each)")
     parser.add_argument("--no-fid", action="store_true",
                         help="skip FID/KID even when torchmetrics is installed (Inception is slow on a CPU)")
     return parser
@@ -657,12 +717,12 @@ def main(argv=None):
         caveats.append(f"only {num_images} images per side (half of the {len(all_real)} real images): "
                        "SWD is noisier and higher with fewer images")
     inception = InceptionMetrics(real, args.device, enabled=not args.no_fid)
-    scores, floors = score_runs(runs, real, reference, num_images, args.seed, inception)
+    scores, floors = score_runs(runs, real, reference, num_images, args.seed, inception, not args.no_snapshots)
 
     markdown = report(runs, scores, floors, caveats, num_images, len(all_real))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "comparison.md").write_text(markdown)
-    save_figure(runs, scores, args.out_dir / "comparison.png", min(args.samples, num_images), args.seed)
+    save_figure(runs, scores, floors, args.out_dir / "comparison.png", min(args.samples, num_images), args.seed)
     print(markdown)
     print(f"wrote {args.out_dir / 'comparison.md'} and {args.out_dir / 'comparison.png'}")
     return 0

@@ -44,7 +44,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
@@ -92,6 +91,7 @@ class Config:
     out_dir: str = "DCGAN_output"  # where every output file goes
     log_every: int = 20  # steps between metric flushes and progress updates (one host sync each)
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch; 0 = only at epoch ends
+    snapshot_every: int = 10  # keep the generator of every N-th epoch in snapshots/ (for compare.py); 0 = off
     latent_pool: int = 256  # images generated for the latent-space analysis
     keep_copies: bool = False  # also keep timestamped copies of the final weights
     resume: bool = False  # continue the run in out_dir from its checkpoint
@@ -176,7 +176,7 @@ def validate_config(config):
     for name in positive:
         if not getattr(config, name) > 0:  # also catches nan
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
-    for name in ["rotations", "checkpoint_every", "preprocess_workers", "max_angle"]:
+    for name in ["rotations", "checkpoint_every", "snapshot_every", "preprocess_workers", "max_angle"]:
         if not getattr(config, name) >= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
     for field in dataclasses.fields(config):
@@ -237,8 +237,8 @@ def amp_dtype(config, device):
     """bf16 autocast needs no GradScaler (fp32's exponent range), so it is the only mode offered."""
     if config.amp != "auto":
         return torch.bfloat16 if config.amp == "bf16" else None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cuda":  # bf16 tensor cores from Ampere (8.0) on; older GPUs only emulate it, slowly
+        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else None
     return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
 
 
@@ -254,21 +254,22 @@ def seed_everything(seed, deterministic):
         torch.use_deterministic_algorithms(True)
 
 
-def rng_states():
+def rng_states(device):
     numpy_state = np.random.get_state(legacy=False)
     numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()  # loadable with weights_only
+    # Only the training GPU's generator: a checkpoint must resume on a machine with fewer GPUs.
     return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
-def set_rng_states(states):
+def set_rng_states(states, device):
     random.setstate((states["python"][0], tuple(states["python"][1]), states["python"][2]))
     numpy_state = copy.deepcopy(states["numpy"])
     numpy_state["state"]["key"] = np.array(numpy_state["state"]["key"], dtype=np.uint32)
     np.random.set_state(numpy_state)
     torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if isinstance(states["cuda"], torch.Tensor) and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 def atomic_write(path, write):
@@ -368,9 +369,7 @@ class InMemoryLoader:
     def __init__(self, images, batch_size, seed, device, channels_last=True):
         if len(images) < batch_size:
             raise ConfigError(f"--batch-size {batch_size} is larger than the data set ({len(images)} images)")
-        if torch.device(device).type == "cuda":
-            images = images.pin_memory()  # page-locked: one fast asynchronous copy to the GPU
-        self.images = images.to(device, non_blocking=True)
+        self.images = images.to(device)  # once, at start-up: no host-to-device copy per step
         self.batch_size, self.seed, self.device = batch_size, seed, torch.device(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -550,7 +549,9 @@ class _StopRequest:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        tqdm.write(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint ...")
+        # os.write, not print: a buffered stream interrupted mid-write refuses a reentrant write.
+        os.write(2, f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint ...\n"
+                 .encode())
 
     def __exit__(self, *exc):
         for s, handler in self.previous.items():
@@ -563,21 +564,20 @@ def cosine_schedule(optimizer, total_steps):
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
 
 
-def ema_with_warmup(decay):
-    """The EMA update for AveragedModel, with the decay ramped as (1 + n) / (10 + n) up to `decay`.
+@torch.no_grad()
+def update_ema(ema, generator, decay, updates):
+    """ema <- ema + (1 - w) * (generator - ema), w = min(decay, (1 + n) / (10 + n)) at the n-th update.
 
     A plain 0.999 keeps 37% of the random initial weights after 1,000 generator steps: a short
     run would save grey noise. The ramp follows TensorFlow's ExponentialMovingAverage(num_updates).
+    Not torch's AveragedModel: it reads its update count back from the GPU (a sync) every call.
     """
-    def update(averaged, current, num_averaged):
-        if not averaged[0].is_floating_point():  # BatchNorm's num_batches_tracked: a count, not a weight
-            for mine, theirs in zip(averaged, current):
-                mine.copy_(theirs)
-            return
-        weight = torch.clamp((1 + num_averaged) / (10 + num_averaged), max=decay).to(averaged[0].dtype)
-        for mine, theirs in zip(averaged, current):
-            mine.lerp_(theirs, 1 - weight)  # on the device (AveragedModel itself still reads its count)
-    return update
+    weight = min(decay, (1 + updates) / (10 + updates))
+    for mine, theirs in zip(ema.state_dict().values(), generator.state_dict().values()):
+        if updates == 0 or not mine.is_floating_point():  # a first copy; BatchNorm's step count
+            mine.copy_(theirs)
+        else:
+            mine.lerp_(theirs, 1 - weight)
 
 
 def load_checkpoint(path):
@@ -602,13 +602,12 @@ def train_gan(generator, discriminator, dataloader, config):
     opt_g, opt_d = make_optimizers(generator, discriminator, config, device)
     total_steps = config.epochs * len(dataloader)
     schedulers = [cosine_schedule(opt_g, total_steps), cosine_schedule(opt_d, total_steps)]
-    ema = (AveragedModel(generator, multi_avg_fn=ema_with_warmup(config.ema_decay), use_buffers=True)
-           if config.ema_decay > 0 else None)
-    sampler = ema.module if ema is not None else generator
+    ema = copy.deepcopy(generator).requires_grad_(False) if config.ema_decay > 0 else None
+    sampler = ema if ema is not None else generator
     run_generator = torch.compile(generator) if config.compile else generator
     fixed_noise = torch.randn(64, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
-    state = {"epoch": 0, "batch": 0, "step": 0, "g_steps": 0, "images_seen": 0, "elapsed": 0.0,
-             "images": len(dataloader.images)}
+    state = {"epoch": 0, "batch": 0, "step": 0, "g_steps": 0, "ema_updates": 0, "images_seen": 0,
+             "elapsed": 0.0, "images": len(dataloader.images)}
     rows = []  # every metric row so far: [step, epoch, d_loss, g_loss, w_dist, gp, lr, time]
     last_g_loss = torch.tensor(float("nan"))  # the generator's loss is logged on every critic step
 
@@ -618,8 +617,11 @@ def train_gan(generator, discriminator, dataloader, config):
         load_weights(generator, checkpoint["generator"], checkpoint_path)
         load_weights(discriminator, checkpoint["discriminator"], checkpoint_path)
         if ema is not None and checkpoint["ema"] is not None:
-            ema.load_state_dict(checkpoint["ema"])
+            load_weights(ema, checkpoint["ema"], checkpoint_path)
         for optimizer, key in ((opt_g, "opt_g"), (opt_d, "opt_d")):
+            for saved, fresh in zip(checkpoint[key]["param_groups"], optimizer.param_groups):
+                # this machine's kernels, not the checkpoint's: a CPU run resumed on a GPU gets fused Adam
+                saved.update({flag: fresh[flag] for flag in ("fused", "foreach") if flag in fresh})
             optimizer.load_state_dict(checkpoint[key])
         for scheduler, key, lr in zip(schedulers, ("sched_g", "sched_d"),
                                       (config.lr_generator, config.lr_discriminator)):
@@ -631,10 +633,12 @@ def train_gan(generator, discriminator, dataloader, config):
             raise ConfigError(f"the data changed since the checkpoint ({checkpoint['state']['images']} images "
                               f"then, {state['images']} now): resume with the same data settings")
         state.update(checkpoint["state"])
+        if checkpoint["ema"] is None:  # EMA switched on at this resume: it starts from the generator
+            state["ema_updates"] = 0
         rows = [[int(row[0]), int(row[1]), *row[2:]] for row in checkpoint["metrics"].tolist()]
         last_g_loss = torch.tensor(rows[-1][3] if rows else float("nan"))
         fixed_noise = checkpoint["fixed_noise"]
-        set_rng_states(checkpoint["rng"])
+        set_rng_states(checkpoint["rng"], device)
     fixed_noise = fixed_noise.to(device)
 
     with open(out_dir / "metrics.csv", "w", newline="") as f:  # rewritten: drops steps after the checkpoint
@@ -650,7 +654,7 @@ def train_gan(generator, discriminator, dataloader, config):
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "sched_g": schedulers[0].state_dict(), "sched_d": schedulers[1].state_dict(),
             "state": dict(state), "metrics": torch.tensor(rows, dtype=torch.float64).reshape(-1, 8),
-            "fixed_noise": fixed_noise.cpu(), "rng": rng_states(), "config": asdict(config)}
+            "fixed_noise": fixed_noise.cpu(), "rng": rng_states(device), "config": asdict(config)}
         atomic_write(checkpoint_path, lambda f: torch.save(checkpoint, f))
 
     pending = []  # per-step metrics still on the device: read back every log_every steps (one sync)
@@ -687,7 +691,8 @@ def train_gan(generator, discriminator, dataloader, config):
                                                  autocast)
                     discriminator.requires_grad_(True)
                     if ema is not None:
-                        ema.update_parameters(generator)
+                        update_ema(ema, generator, config.ema_decay, state["ema_updates"])
+                        state["ema_updates"] += 1
                     state["g_steps"] += 1
                 lr = opt_g.param_groups[0]["lr"]
                 for scheduler in schedulers:
@@ -712,6 +717,9 @@ def train_gan(generator, discriminator, dataloader, config):
             state.update(epoch=epoch + 1, batch=0, elapsed=time.perf_counter() - started)
             save_checkpoint()  # checks the weights are finite before anything is written
             save_state_dict(sampler, out_dir / "generator.pkl")
+            if config.snapshot_every and (epoch + 1) % config.snapshot_every == 0:
+                (out_dir / "snapshots").mkdir(exist_ok=True)
+                save_state_dict(sampler, out_dir / "snapshots" / f"generator_epoch_{epoch + 1:03d}.pkl")
             save_state_dict(discriminator, out_dir / "discriminator.pkl")
             save_samples(sampler, fixed_noise, out_dir / f"samples_epoch_{epoch + 1:03d}.png")
             seconds = time.perf_counter() - epoch_start
@@ -903,8 +911,10 @@ def write_final_outputs(config, device):
 def sample_from_weights(config, given):
     """--sample: a grid and single PNGs from saved weights, without training."""
     weights = Path(config.sample)
-    beside = weights.parent / "config.json"
-    if beside.exists():  # the run's model settings (not its device), then what was typed now
+    # The run's model settings (not its device), then what was typed now; snapshots/ is one level down.
+    beside = next((path for path in (weights.parent / "config.json", weights.parent.parent / "config.json")
+                   if path.exists()), None)
+    if beside:
         config = config_from_dict({**asdict(read_config(beside)), "device": "auto", **given})
         validate_config(config)
     device = resolve_device(config.device)
@@ -943,14 +953,15 @@ def check_out_dir(config):
         raise ConfigError(f"{out_dir} already holds a run: pass --resume to continue it, "
                           "--overwrite to start afresh, or another --out-dir")
     if config.overwrite and not config.resume:  # no old file may be mistaken for the new run's
-        for old in [*(out_dir / name for name in RUN_FILES), *out_dir.glob("samples_epoch_*.png")]:
+        for old in [*(out_dir / name for name in RUN_FILES), *out_dir.glob("samples_epoch_*.png"),
+                    *out_dir.glob("snapshots/generator_epoch_*.pkl")]:
             old.unlink(missing_ok=True)
 
 
 RESUME_MAY_CHANGE = {"epochs", "lr_generator", "lr_discriminator", "n_critic", "ema_decay", "device", "amp",
                      "channels_last", "compile", "deterministic", "data_dir", "cache_dir", "preprocess_workers",
-                     "out_dir", "log_every", "checkpoint_every", "latent_pool", "keep_copies", "resume",
-                     "overwrite", "progress", "num_samples"}
+                     "out_dir", "log_every", "checkpoint_every", "snapshot_every", "latent_pool", "keep_copies",
+                     "resume", "overwrite", "progress", "num_samples"}
 
 
 def resumed_config(out_dir, given):

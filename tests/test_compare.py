@@ -177,7 +177,7 @@ def stand_ins(monkeypatch, tmp_path):
     return tmp_path
 
 
-def write_run(folder, variant, script, weights, images_seen=1000, epochs_done=2, metrics_rows=None):
+def write_run(folder, variant, script, weights, images_seen=1000, epochs_done=2, metrics_rows=None, snapshots=()):
     folder.mkdir()
     config = {"z_dim": 8, "img_size": 32}
     (folder / "config.json").write_text(json.dumps({"variant": variant, "script": script, "config": config}))
@@ -189,8 +189,10 @@ def write_run(folder, variant, script, weights, images_seen=1000, epochs_done=2,
     (folder / "run_info.json").write_text(json.dumps(info))
     rows = metrics_rows or [f"{step},1,{1 / step},{-step / 10},0.5,0.1,0.0002,{step}" for step in range(1, 51)]
     (folder / "metrics.csv").write_text("\n".join(["step,epoch,d_loss,g_loss,w_dist,gp,lr,time", *rows]) + "\n")
-    (folder / "quality.csv").write_text("epoch,swd\n1,80.0\n2,60.0\n")
     (folder / "generator.pkl").write_bytes(weights)
+    for epoch, snapshot in enumerate(snapshots, 1):  # snapshot_every 1
+        (folder / "snapshots").mkdir(exist_ok=True)
+        (folder / "snapshots" / f"generator_epoch_{epoch:03d}.pkl").write_bytes(snapshot)
     return folder
 
 
@@ -201,13 +203,14 @@ def table_rows(markdown):
 
 
 def expected_figure_size(rows, with_quality):
-    """One row of panels per run; the quality panel only when some run recorded quality.csv."""
+    """One row of panels per run; the SWD-by-epoch panel only when some run kept snapshots."""
     widths = [width for name, width in compare.PANEL_WIDTHS.items() if with_quality or name != "quality"]
     return round(sum(widths) * compare.DPI), round(rows * compare.ROW_HEIGHT * compare.DPI)
 
 
 def test_report_ranks_runs_and_warns_about_collapse_nan_and_budgets(stand_ins, capsys):
-    good = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised")
+    good = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised",
+                     snapshots=[b"collapsed", b"memorised"])
     nan_rows = [f"{step},1,nan,inf,0.5,0.0,0.0002,{step}" for step in range(1, 4)]
     collapsed = write_run(stand_ins / "DCGAN_output", "DCGAN", "dcgan", b"collapsed", images_seen=2000,
                           epochs_done=1, metrics_rows=nan_rows)
@@ -230,9 +233,35 @@ def test_report_ranks_runs_and_warns_about_collapse_nan_and_budgets(stand_ins, c
     assert "epochs differ" in markdown
     assert "Best on SWD: WGAN-GP (`GAN_output`)" in markdown
     assert float(rows[0][9]) < float(rows[1][9])
+    # The epoch-1 snapshot (collapsed) scores worse than the final generator, which is not scored twice.
+    curve_row = markdown.split("## SWD during training")[1].split("\n\n")[1].splitlines()[2]
+    cells = [cell.strip() for cell in curve_row.strip("|").split("|")]
+    epoch_1, epoch_2 = (float(point.split(": ")[1]) for point in cells[2].split(", "))
+    assert cells[:2] == ["WGAN-GP", f"`{good}`"] and epoch_1 > epoch_2 == float(rows[0][9])
+    assert cells[3] == "best at the end: more epochs may help"
 
     with Image.open(out_dir / "comparison.png") as figure:
         assert figure.size == expected_figure_size(rows=2, with_quality=True)
+
+
+def test_an_unreadable_snapshot_is_left_out_with_a_warning(stand_ins, capsys):
+    run = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised", snapshots=[b"truncated"])
+    out_dir = stand_ins / "comparison"
+    assert compare.main([str(run), "--out-dir", str(out_dir), "--num-images", "32"]) == 0
+    markdown = capsys.readouterr().out
+    assert table_rows(markdown)[0][-1] == "unreadable snapshot(s) left out of the SWD curve: generator_epoch_001.pkl"
+    assert "## SWD during training" not in markdown
+    with Image.open(out_dir / "comparison.png") as figure:
+        assert figure.size == expected_figure_size(rows=1, with_quality=False)
+
+
+def test_no_snapshots_scores_only_the_final_generators(stand_ins, capsys):
+    run = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised", snapshots=[b"collapsed"])
+    out_dir = stand_ins / "comparison"
+    assert compare.main([str(run), "--out-dir", str(out_dir), "--num-images", "32", "--no-snapshots"]) == 0
+    assert "## SWD during training" not in capsys.readouterr().out
+    with Image.open(out_dir / "comparison.png") as figure:
+        assert figure.size == expected_figure_size(rows=1, with_quality=False)
 
 
 @pytest.mark.parametrize("problem, message", [
@@ -271,7 +300,8 @@ def test_compare_two_real_gan_complete_runs(tmp_path, capsys, monkeypatch):
             "--batch-size", "16", "--d-channels", "16", "--img-size", "32", "--latent-pool", "32",
             "--preprocess-workers", "1", "--no-progress"]
     wide, narrow = tmp_path / "wide", tmp_path / "narrow"
-    assert gan_complete.main([*tiny, "--out-dir", str(wide), "--epochs", "2", "--g-channels", "16"]) == 0
+    assert gan_complete.main([*tiny, "--out-dir", str(wide), "--epochs", "2", "--g-channels", "16",
+                              "--snapshot-every", "1"]) == 0
     assert gan_complete.main([*tiny, "--out-dir", str(narrow), "--epochs", "1", "--g-channels", "8"]) == 0
     capsys.readouterr()
 
@@ -291,4 +321,6 @@ def test_compare_two_real_gan_complete_runs(tmp_path, capsys, monkeypatch):
     assert "Best on SWD: WGAN-GP" in markdown
     with Image.open(out_dir / "comparison.png") as figure:
         assert figure.format == "PNG"
-        assert figure.size == expected_figure_size(rows=2, with_quality=False)  # the runs wrote no quality.csv
+        assert figure.size == expected_figure_size(rows=2, with_quality=True)
+    curve_rows = markdown.split("## SWD during training")[1].split("\n\n")[1].splitlines()[2:]
+    assert len(curve_rows) == 1 and f"`{wide}` | 1: " in curve_rows[0], "only the wide run kept snapshots"

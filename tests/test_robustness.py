@@ -199,10 +199,12 @@ def test_resume_refuses_changes_that_would_make_another_run(cache_dir, tmp_path,
 
 
 def test_overwrite_leaves_nothing_of_the_old_run(cache_dir, tmp_path):
-    assert dcgan.main(tiny_args(cache_dir, tmp_path, "--epochs", "2")) == 0
+    assert dcgan.main(tiny_args(cache_dir, tmp_path, "--epochs", "2", "--snapshot-every", "1")) == 0
+    assert (tmp_path / "snapshots" / "generator_epoch_002.pkl").exists()
     code = dcgan.main(tiny_args(cache_dir, tmp_path, "--epochs", "1", "--overwrite", "--img-size", "64",
                                 "--g-channels", "16", "--d-channels", "16"))
     assert code == 0
     assert not (tmp_path / "samples_epoch_002.png").exists()
+    assert not list((tmp_path / "snapshots").iterdir()), "a 32 px snapshot would break compare's SWD curve"
     assert dcgan.read_config(tmp_path / "config.json").img_size == 64
     assert __import__("json").loads((tmp_path / "run_info.json").read_text())["img_size"] == 64

@@ -15,7 +15,8 @@ from conftest import SCRIPTS, run_cli, tiny_args
 MODULES = {name: importlib.import_module(name) for name in SCRIPTS}
 OUTPUTS = ["config.json", "metrics.csv", "run_info.json", "checkpoint.pt", "generator.pkl", "discriminator.pkl",
            "samples_epoch_001.png", "samples_epoch_002.png", "training_losses.png", "generated_samples.png",
-           "latent_space_analysis.png", "latent_l2_norms.txt", "interpolation.png"]
+           "latent_space_analysis.png", "latent_l2_norms.txt", "interpolation.png",
+           "snapshots/generator_epoch_001.pkl", "snapshots/generator_epoch_002.pkl"]
 
 
 @pytest.fixture(params=SCRIPTS)
@@ -29,7 +30,7 @@ def finished_runs(tmp_path_factory, cache_dir):
     runs = {}
     for name, module in MODULES.items():
         out_dir = tmp_path_factory.mktemp(name)
-        assert module.main(tiny_args(cache_dir, out_dir)) == 0
+        assert module.main(tiny_args(cache_dir, out_dir, "--snapshot-every", "1")) == 0
         runs[name] = out_dir
     return runs
 
@@ -240,6 +241,17 @@ def test_saved_weights_are_cpu_state_dicts_that_load_safely(script, finished_run
     assert any(not torch.equal(state[k], checkpoint["generator"][k]) for k in state if k.endswith("weight"))
 
 
+def test_snapshots_are_the_saved_generator_of_their_epoch(script, finished_runs, tmp_path):
+    out_dir = finished_runs[script.__name__]
+    final = script.load_state_dict_safely(out_dir / "generator.pkl")
+    last, first = (script.load_state_dict_safely(out_dir / "snapshots" / f"generator_epoch_00{epoch}.pkl")
+                   for epoch in (2, 1))
+    assert all(torch.equal(final[k], last[k]) for k in final)
+    assert any(not torch.equal(final[k], first[k]) for k in final if k.endswith("weight"))
+    assert script.main(["--sample", str(out_dir / "snapshots" / "generator_epoch_001.pkl"), "--num-samples", "2",
+                        "--out-dir", str(tmp_path)]) == 0
+
+
 def test_sample_round_trips_through_generator_pkl(script, finished_runs, tmp_path):
     out_dir = finished_runs[script.__name__]
     assert script.main(["--sample", str(out_dir / "generator.pkl"), "--num-samples", "5",
@@ -266,27 +278,27 @@ def test_sample_with_a_mismatched_config_names_the_mismatch(script, finished_run
 
 
 def test_ema_follows_the_generator_early_and_averages_later():
-    from torch.optim.swa_utils import AveragedModel
-
     module = MODULES["gan_complete"]
     generator = module.Generator(module.Config(img_size=32, g_channels=16, d_channels=16))
-    ema = AveragedModel(generator, multi_avg_fn=module.ema_with_warmup(0.999), use_buffers=True)
+    ema = module.Generator(module.Config(img_size=32, g_channels=16, d_channels=16))
     start = generator.project.weight.detach().clone()
-    for _ in range(20):
+    module.update_ema(ema, generator, 0.999, updates=0)
+    assert all(torch.equal(a, b) for a, b in zip(ema.state_dict().values(), generator.state_dict().values()))
+    for updates in range(1, 21):
         with torch.no_grad():
             generator.project.weight.add_(1.0)
-        ema.update_parameters(generator)
-    shift = (ema.module.project.weight - start).mean().item()
+        module.update_ema(ema, generator, 0.999, updates)
+    shift = (ema.project.weight - start).mean().item()
     # a plain 0.999 EMA would have moved ~0.2 of the way; the warm-up keeps it near the last weights
     assert 15 < shift < 20
-    for _ in range(20000):
-        ema.n_averaged += 1  # much later: the decay has reached its cap
-    before = ema.module.project.weight.detach().clone()
+    before = ema.project.weight.detach().clone()
     with torch.no_grad():
         generator.project.weight.add_(1000.0)
-    ema.update_parameters(generator)
-    moved = (ema.module.project.weight - before).mean().item()
+        generator.net[0].num_batches_tracked.fill_(7)  # a count: copied, not averaged
+    module.update_ema(ema, generator, 0.999, updates=20000)  # much later: the decay has reached its cap
+    moved = (ema.project.weight - before).mean().item()
     assert moved == pytest.approx(0.001 * (generator.project.weight - before).mean().item(), rel=1e-3)
+    assert ema.net[0].num_batches_tracked.item() == 7
 
 
 def test_mixed_precision_choice(monkeypatch):
@@ -298,6 +310,11 @@ def test_mixed_precision_choice(monkeypatch):
     assert module.amp_dtype(module.Config(amp="auto"), cpu) is None
     monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: True)
     assert module.amp_dtype(module.Config(amp="auto"), cpu) is torch.bfloat16
+    gpu = torch.device("cuda:1")
+    for capability, expected in (((7, 5), None), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)):
+        # a T4 (7.5) only emulates bf16 (torch.cuda.is_bf16_supported() still says True): fp32 there
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device, c=capability: c)
+        assert module.amp_dtype(module.Config(amp="auto"), gpu) is expected
 
 
 def test_a_128_pixel_run_writes_128_pixel_images(cache_dir, tmp_path):
