@@ -172,7 +172,8 @@ def load_run(folder, device="cpu"):
 def load_real_images(cache_path):
     """The real images (uint8 [N, 3, H, W]) of a preprocess cache folder."""
     if not Path(cache_path).exists():
-        raise RunError(f"real-image cache {cache_path} not found (pass --cache)")
+        raise RunError(f"real-image cache {cache_path} not found; pass --cache with the preprocess cache "
+                       "folder the runs trained on")
     try:
         images, _labels, _classes = preprocess.load_cache(cache_path)
     except preprocess.PreprocessError as error:
@@ -346,6 +347,30 @@ class InceptionMetrics:
         self.fid.reset()  # forgets the fake features only
         self.kid.reset()
         return f"{fid:.2f} / {kid.item():.4f}"
+
+
+def check_device(name):
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RunError(f"unknown --device {name!r}; use cpu, cuda or cuda:N, mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunError(f"--device {name}: CUDA is not available here; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RunError(f"--device {name}: MPS is not available here; use --device cpu")
+
+
+def check_writable(folder):
+    """An unwritable --out-dir is reported before minutes of scoring, not after."""
+    existed = folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ".write_test").write_bytes(b"")
+        (folder / ".write_test").unlink()
+    except OSError as error:
+        raise RunError(f"cannot write to --out-dir {folder} ({error.strerror}); pass another folder") from None
+    if not existed:
+        folder.rmdir()  # made again once there is something to write
 
 
 def one_line(error):
@@ -647,9 +672,9 @@ def save_figure(runs, scores, floors, path, samples_shown, seed):
 # ------------------------------------------------------------------------------- main
 def build_parser():
     parser = argparse.ArgumentParser(
-        description="Compare finished GAN runs (gan_complete.py, wgan_clip.py, dcgan.py output folders) "
-        "without retraining: a figure of samples, losses and SWD by epoch per run, and a Markdown "
-        "table of sizes, budgets, SWD (and FID/KID when torchmetrics is installed), diversity and "
+        description="Compare finished GAN runs (gan_complete.py, wgan_clip.py, dcgan.py output folders)\n"
+        "without retraining: a figure of samples, losses and SWD by epoch per run, and a Markdown\n"
+        "table of sizes, budgets, SWD (and FID/KID when torchmetrics is installed), diversity and\n"
         "warnings. Any bad run folder stops the comparison (exit 2) before anything is written.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"""outputs in --out-dir:
@@ -694,6 +719,8 @@ def main(argv=None):
     try:
         if args.num_images < 2 or args.samples < 1:
             raise RunError("--num-images must be at least 2 and --samples at least 1")
+        check_device(args.device)
+        check_writable(args.out_dir)
         runs = [load_run(folder, args.device) for folder in args.runs]
         cache = args.cache or runs[0].info.get("cache_path")
         if not cache:

@@ -25,6 +25,8 @@ import collections
 import copy
 import csv
 import dataclasses
+import errno
+import hashlib
 import inspect
 import io
 import json
@@ -33,10 +35,12 @@ import os
 import pickle
 import random
 import re
+import shlex
 import shutil
 import signal
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -181,6 +185,8 @@ def validate_config(config):
         value = getattr(config, field.name)
         if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, tuple) else [value])):
             raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
+    if config.resume and config.overwrite:
+        raise ConfigError("--resume continues the run in --out-dir and --overwrite deletes it: pass one of them")
     for name in ["seed", "data_seed"]:
         if not 0 <= getattr(config, name) < 2 ** 32:  # numpy's seed range
             raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 2**32), got {getattr(config, name)}")
@@ -315,11 +321,18 @@ def load_state_dict_safely(path):
     except FileNotFoundError:
         raise WeightsError(f"no weights file at {path}") from None
     except Exception as error:  # a truncated or foreign file can fail in many ways inside pickle
-        raise WeightsError(f"refusing {path}: not a plain state_dict ({error})") from None
+        if zipfile.is_zipfile(path):
+            raise WeightsError(f"{path} is a checkpoint (torch.save), not a generator.pkl: pass the "
+                               "generator.pkl of the same run") from None
+        raise WeightsError(f"refusing {path}: not a plain state_dict ({one_line(error)})") from None
     if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                             for k, v in state.items())):
         raise WeightsError(f"refusing {path}: it holds no state_dict of tensors")
     return state
+
+
+def one_line(error):
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def load_weights(module, state, path):
@@ -543,6 +556,12 @@ class _StopRequest:
             signal.signal(s, handler)
 
 
+def data_fingerprint(images):
+    """A hash of 256 images spread over the data set: tells another data set of the same size apart."""
+    picked = images[torch.linspace(0, len(images) - 1, min(256, len(images))).long().to(images.device)]
+    return hashlib.sha256(picked.cpu().numpy().tobytes()).hexdigest()[:16]
+
+
 def cosine_schedule(optimizer, total_steps):
     # A closed form of the step (not a recursion) so that a resumed run may change lr or epochs.
     return torch.optim.lr_scheduler.LambdaLR(
@@ -570,9 +589,10 @@ def load_checkpoint(path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"no checkpoint at {path}; start without --resume") from None
-    except Exception as error:  # truncated zip, foreign file, refused global: all unusable
-        raise WeightsError(f"checkpoint {path} is unreadable ({str(error).splitlines()[0]}); "
-                           "delete it and start again, or restore a copy") from None
+    except Exception:  # truncated zip, foreign file, refused global: all unusable
+        # (torch's own message would suggest weights_only=False: unsafe advice for a stranger's file)
+        raise WeightsError(f"checkpoint {path} is unreadable (truncated, damaged or not a checkpoint of "
+                           "these scripts); delete it and start again, or restore a copy") from None
 
 
 def train_gan(generator, discriminator, dataloader, config):
@@ -592,7 +612,7 @@ def train_gan(generator, discriminator, dataloader, config):
     run_generator = torch.compile(generator) if config.compile else generator
     fixed_noise = torch.randn(64, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
     state = {"epoch": 0, "batch": 0, "step": 0, "g_steps": 0, "ema_updates": 0, "images_seen": 0,
-             "elapsed": 0.0, "images": len(dataloader.images)}
+             "elapsed": 0.0, "images": len(dataloader.images), "data": data_fingerprint(dataloader.images)}
     rows = []  # every metric row so far: [step, epoch, d_loss, g_loss, w_dist, gp, lr, time]
     last_g_loss = torch.tensor(float("nan"))  # the generator's loss is logged on every critic step
 
@@ -617,6 +637,12 @@ def train_gan(generator, discriminator, dataloader, config):
         if checkpoint["state"]["images"] != state["images"]:
             raise ConfigError(f"the data changed since the checkpoint ({checkpoint['state']['images']} images "
                               f"then, {state['images']} now): resume with the same data settings")
+        if checkpoint["state"].get("data", state["data"]) != state["data"]:
+            raise ConfigError("the data changed since the checkpoint (other images, as many): resume with "
+                              "the --data-dir the run was trained on")
+        if config.epochs < checkpoint["state"]["epoch"]:
+            raise ConfigError(f"--epochs {config.epochs}: the run has done {checkpoint['state']['epoch']} "
+                              "epochs already; pass more to train on")
         state.update(checkpoint["state"])
         if checkpoint["ema"] is None:  # EMA switched on at this resume: it starts from the generator
             state["ema_updates"] = 0
@@ -626,6 +652,8 @@ def train_gan(generator, discriminator, dataloader, config):
         set_rng_states(checkpoint["rng"], device)
     fixed_noise = fixed_noise.to(device)
 
+    write_json(out_dir / "config.json", {"variant": VARIANT, "script": Path(__file__).stem, "config": asdict(config),
+                                         "torch": torch.__version__, "device": str(device)})
     with open(out_dir / "metrics.csv", "w", newline="") as f:  # rewritten: drops steps after the checkpoint
         csv.writer(f).writerows([METRIC_COLUMNS] + rows)
 
@@ -775,7 +803,8 @@ def plot_losses(out_dir):
         for column, label in columns:
             line, = ax.plot(metrics[:, 0], metrics[:, column], alpha=0.25, linewidth=0.7)
             x, y = smooth(metrics[:, column], window)
-            ax.plot(metrics[x, 0], y, color=line.get_color(), label=f"{label} (moving mean of {window})")
+            ax.plot(metrics[x, 0], y, color=line.get_color(),
+                    label=f"{label} (moving mean of {window})" if window > 1 else label)
         values = metrics[:, [column for column, _ in columns]]
         values = values[np.isfinite(values)]
         if len(values):  # the first steps' spikes would squash the rest of the curve
@@ -902,16 +931,19 @@ def sample_from_weights(config, given):
     if beside:
         config = config_from_dict({**asdict(read_config(beside)), "device": "auto", **given})
         validate_config(config)
+    # Beside the weights unless --out-dir is given: the out_dir in config.json may be another machine's.
+    out_dir = Path(given["out_dir"]) if "out_dir" in given else (beside or weights).parent
     device = resolve_device(config.device)
     generator = load_generator(weights, config, device)
+    check_writable(out_dir / "samples")
     z = torch.randn(config.num_samples, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
     images = generate(generator, z, device)
-    sample_dir = Path(config.out_dir) / "samples"
-    sample_dir.mkdir(parents=True, exist_ok=True)
-    save_grid(images, Path(config.out_dir) / "samples_grid.png", nrow=int(math.ceil(math.sqrt(len(images)))))
+    for old in (out_dir / "samples").glob("sample_*.png"):  # an earlier, larger --num-samples
+        old.unlink()
+    save_grid(images, out_dir / "samples_grid.png", nrow=int(math.ceil(math.sqrt(len(images)))))
     for index, image in enumerate(images, 1):
-        save_grid(image, sample_dir / f"sample_{index:04d}.png")
-    print(f"{len(images)} samples from {weights}: {Path(config.out_dir) / 'samples_grid.png'} and {sample_dir}/")
+        save_grid(image, out_dir / "samples" / f"sample_{index:04d}.png")
+    print(f"{len(images)} samples from {weights}: {out_dir / 'samples_grid.png'} and {out_dir / 'samples'}/")
     return 0
 
 
@@ -921,16 +953,20 @@ RUN_FILES = ["checkpoint.pt", "config.json", "metrics.csv", "run_info.json", "ge
              "interpolation.png"]
 
 
-def check_out_dir(config):
-    """Report an unwritable or occupied out_dir now, not an hour into training."""
-    out_dir = Path(config.out_dir)
+def check_writable(folder):
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write_test{os.getpid()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_test{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise ConfigError(f"cannot write to --out-dir {out_dir} ({error.strerror}); choose another folder") from None
+        raise ConfigError(f"cannot write to {folder} ({error.strerror}); pass another --out-dir") from None
+
+
+def check_out_dir(config):
+    """Report an unwritable or occupied out_dir now, not an hour into training."""
+    out_dir = Path(config.out_dir)
+    check_writable(out_dir)
     has_run = (out_dir / "checkpoint.pt").exists()
     if config.resume and not has_run:
         raise ConfigError(f"--resume: no checkpoint in {out_dir}; start without --resume")
@@ -952,10 +988,10 @@ RESUME_MAY_CHANGE = {"epochs", "lr_generator", "lr_discriminator", "n_critic", "
 
 
 def resumed_config(out_dir, given):
-    saved = json.loads((out_dir / "config.json").read_text()) if (out_dir / "config.json").exists() else {}
-    if saved.get("script", Path(__file__).stem) != Path(__file__).stem:
-        raise ConfigError(f"{out_dir} holds a {saved['script']}.py run: resume it with {saved['script']}.py")
-    config = read_config(out_dir / "config.json")
+    config = read_config(out_dir / "config.json")  # one line if it is missing or damaged
+    script = json.loads((out_dir / "config.json").read_text()).get("script", Path(__file__).stem)
+    if script != Path(__file__).stem:
+        raise ConfigError(f"{out_dir} holds a {script}.py run: resume it with {script}.py")
     changed = [name for name, value in given.items()
                if name not in RESUME_MAY_CHANGE and getattr(config, name) != value]
     if changed:
@@ -982,24 +1018,21 @@ def run_training(config, given):
             rotations=config.rotations, max_angle=config.max_angle, seed=config.data_seed,
             workers=config.preprocess_workers or None, synthetic_images=config.synthetic_images,
             synthetic_classes=config.synthetic_classes, progress=config.progress)
-    except (preprocess.PreprocessError, KeyboardInterrupt):
+        loader = InMemoryLoader(images, config.batch_size, config.seed, device, config.channels_last)
+    except (preprocess.PreprocessError, ConfigError, KeyboardInterrupt):
         if new_folder and not any(out_dir.iterdir()):
             out_dir.rmdir()  # leave no empty output folder behind a data problem
         raise
+    loader.cache_path = str(cache_path)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     generator = Generator(config).apply(weights_init).to(device, memory_format=memory_format)
     discriminator = Discriminator(config).apply(weights_init).to(device, memory_format=memory_format)
-    loader = InMemoryLoader(images, config.batch_size, config.seed, device, config.channels_last)
-    loader.cache_path = str(cache_path)
-    write_json(out_dir / "config.json", {"variant": VARIANT, "script": Path(__file__).stem,
-                                         "config": asdict(config), "torch": torch.__version__,
-                                         "device": str(device)})
     dtype = amp_dtype(config, device)
     print(f"{VARIANT} | device {device} | amp {dtype or 'off (fp32)'} | {len(images):,} images from {cache_path}\n"
           f"generator {count_parameters(generator):,} parameters | critic {count_parameters(discriminator):,} "
           f"parameters | {len(loader)} critic steps per epoch | outputs in {out_dir}\n"
           + " ".join(f"{k}={v}" for k, v in asdict(config).items()))
-    resume_command = f"python {Path(sys.argv[0]).name} --out-dir {out_dir} --resume"
+    resume_command = f"python {Path(sys.argv[0]).name} --out-dir {shlex.quote(str(out_dir))} --resume"
     try:
         info = train_gan(generator, discriminator, loader, config)
     except TrainingInterrupted as stop:
@@ -1030,14 +1063,16 @@ def main(argv=None):
         validate_config(config)
         return sample_from_weights(config, given) if config.sample else run_training(config, given)
     except (ConfigError, WeightsError, preprocess.PreprocessError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the files on disk are intact: run the command again "
               "(with --resume if training had started)", file=sys.stderr)
         return 130
-    except OSError as error:  # a full disk, a folder removed under us: the message is enough
-        print(f"error: {error}", file=sys.stderr)
+    except OSError as error:  # a full disk, a folder removed under us
+        advice = (": free some space, then run the command again (add --resume if training had started; "
+                  "every file was written whole)" if error.errno == errno.ENOSPC else "")
+        print(f"error: {one_line(error)}{advice}", file=sys.stderr)
         return 1
 
 

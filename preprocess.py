@@ -42,7 +42,8 @@ Default --max-angle 15: flowers photographed from the side look wrong tilted muc
 15 degrees the inscribed crop still keeps 67% of the square's area.
 
 Cache layout: CACHE_DIR/<kind>-<hash>_s64_r2_a15_seed0/, the hash covering the resolved source
-folder (or the synthetic parameters) and PIPELINE_VERSION, so two settings never mix.
+folder, its files' names, labels and sizes (or the synthetic parameters) and PIPELINE_VERSION, so
+two settings never mix and photos added to a folder make a new cache.
   <class>/image_00001.png, image_00001_r1.png, ...   what a person looks at; torchvision ImageFolder
   manifest.json                                      source, parameters, counts, skipped files
   labels.npy   int64 [N]                             index into manifest["classes"]
@@ -390,6 +391,8 @@ def download_flowers102(data_dir):
     import torchvision.datasets  # imported here: slow, and only needed for this one step
 
     print(f"no flowers found in {data_dir}; downloading Oxford 102 Flowers (~330 MB) with torchvision")
+    target = Path(data_dir) / "flowers-102"
+    existed = target.exists()
     try:
         for split in ("train", "val", "test"):  # the three splits together are all 8,189 images
             torchvision.datasets.Flowers102(root=data_dir, split=split, download=True)
@@ -397,6 +400,8 @@ def download_flowers102(data_dir):
         raise PreprocessError(f"downloading Flowers102 needs {error.name or 'scipy'}: "
                               "pip install -r requirements.txt") from None
     except Exception as error:  # URLError, checksum RuntimeError, tar errors...: all mean "no data"
+        if not existed and target.is_dir() and not any(target.iterdir()):
+            target.rmdir()  # torchvision made it before the download failed: leave no litter
         raise PreprocessError(
             f"no flowers found in {data_dir} and the download failed ({type(error).__name__}: "
             f"{one_line(error)}); put Oxford 102 Flowers in {data_dir} in one of these layouts: "
@@ -410,7 +415,8 @@ def find_source(data_dir, source):
         return Source("synthetic", None)
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise PreprocessError(f"data dir {data_dir} does not exist; point --data-dir at the folder that "
+        what = "is a file, not a folder" if data_dir.exists() else "does not exist"
+        raise PreprocessError(f"data dir {data_dir} {what}; point --data-dir at the folder that "
                               "holds jpg/ (or create it for the download), or use --source synthetic")
     if source == "folder":
         return Source("folder", data_dir.resolve())
@@ -418,7 +424,7 @@ def find_source(data_dir, source):
         missing = [name for name in LAYOUTS[source] if not (data_dir / name).exists()]
         if missing:
             raise PreprocessError(f"--source {source} needs {' and '.join(LAYOUTS[source])} in {data_dir}, "
-                                  f"but {' and '.join(missing)} is missing")
+                                  f"but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
         return Source(source, (data_dir / LAYOUTS[source][1]).parent.resolve())
     for kind, (images, labels) in LAYOUTS.items():
         if (data_dir / images).is_dir() and (data_dir / labels).is_file():
@@ -508,11 +514,21 @@ def list_records(source, cache_dir, synthetic_images, synthetic_classes):
     return list_flowers(source, source.root / Path(LAYOUTS[source.kind][1]).name)
 
 
-def cache_folder_name(source, size, rotations, max_angle, seed, synthetic_images, synthetic_classes):
+def file_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:  # gone since the listing: processing it will skip it with the reason
+        return -1
+
+
+def cache_folder_name(source, size, rotations, max_angle, seed, synthetic_images, synthetic_classes, records):
     if source.kind == "synthetic":
         identity = {"images": synthetic_images, "classes": synthetic_classes}
-    else:
-        identity = {"root": str(source.root)}
+    else:  # the files and their sizes too: photos added to a folder (or replaced) make a new cache
+        files = hashlib.sha256()
+        for record in sorted(records):
+            files.update(f"{record.key}\0{record.class_index}\0{file_size(record.path)}\n".encode())
+        identity = {"root": str(source.root), "files": files.hexdigest()}
     identity.update(kind=source.kind, pipeline_version=PIPELINE_VERSION)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     return f"{source.kind}-{digest}_s{size}_r{rotations}_a{max_angle:g}_seed{seed}"
@@ -555,14 +571,14 @@ def build_cache(data_dir=".", source="auto", cache_dir="cache", size=64, rotatio
     """Build (or resume) the cache for these settings and return its folder. Reuses a complete one."""
     check_settings(source, size, rotations, max_angle, workers, synthetic_images, synthetic_classes)
     found = find_source(data_dir, source)
+    records, class_names, skipped = list_records(found, cache_dir, synthetic_images, synthetic_classes)
     cache_path = Path(cache_dir) / cache_folder_name(found, size, rotations, max_angle, seed,
-                                                     synthetic_images, synthetic_classes)
+                                                     synthetic_images, synthetic_classes, records)
     if is_complete(cache_path):
         print(f"reusing the complete cache {cache_path}: no image work to do")
         return cache_path
 
     start = time.time()
-    records, class_names, skipped = list_records(found, cache_dir, synthetic_images, synthetic_classes)
     records.sort(key=lambda record: (record.class_index, record.key))  # the packed order, whatever the source
     try:
         cache_path.mkdir(parents=True, exist_ok=True)
@@ -671,9 +687,14 @@ def prepare_data(data_dir=".", source="auto", cache_dir="cache", size=64, rotati
 # ---------------------------------------------------------------- command line
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, as the training scripts do, not the usage block
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="See the module docstring for the pipeline and the cache layout.")
+    parser = _Parser(description=__doc__.split("\n\n")[0],
+                     epilog="See the module docstring for the pipeline and the cache layout.")
     for spec in dataclasses.fields(Config):
         flag = "--" + spec.name.replace("_", "-")
         extra = {key: value for key, value in spec.metadata.items() if key != "help"}

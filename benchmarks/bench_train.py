@@ -169,7 +169,10 @@ def main():
 
     # Build the cache once, before any timing.
     import preprocess
-    preprocess.prepare_data(data_dir=args.data_dir, cache_dir=args.cache_dir, size=args.img_size)
+    try:
+        preprocess.prepare_data(data_dir=args.data_dir, cache_dir=args.cache_dir, size=args.img_size)
+    except preprocess.PreprocessError as error:
+        sys.exit(f"error: {error}")
     prepare_naive_folder(args)
     lines = [f"Machine: {machine(args.device)}. Width {args.width}, batch {args.batch_size}, "
              f"{args.img_size}x{args.img_size}, {args.steps} timed steps after {args.warmup} warm-up; "

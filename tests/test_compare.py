@@ -324,3 +324,15 @@ def test_compare_two_real_gan_complete_runs(tmp_path, capsys, monkeypatch):
         assert figure.size == expected_figure_size(rows=2, with_quality=True)
     curve_rows = markdown.split("## SWD during training")[1].split("\n\n")[1].splitlines()[2:]
     assert len(curve_rows) == 1 and f"`{wide}` | 1: " in curve_rows[0], "only the wide run kept snapshots"
+
+
+def test_a_bad_device_or_out_dir_stops_before_any_scoring(stand_ins, monkeypatch, capsys):
+    run = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised")
+    monkeypatch.setattr(compare, "score_runs", lambda *args: pytest.fail("scored before checking the input"))
+    blocker = stand_ins / "a_file"
+    blocker.write_text("")
+    for extra, message in ((["--device", "gpu0"], "unknown --device 'gpu0'"),
+                           (["--out-dir", str(blocker / "comparison")], "cannot write to --out-dir")):
+        assert compare.main([str(run), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1

@@ -178,7 +178,8 @@ def test_forced_source_with_missing_data_dir_is_a_clear_error(tmp_path):
 def test_failed_download_gives_one_line_that_names_the_layouts(tmp_path, monkeypatch):
     import torchvision.datasets
 
-    def no_network(*args, **kwargs):
+    def no_network(root, **kwargs):
+        (Path(root) / "flowers-102").mkdir(exist_ok=True)  # as torchvision does before downloading
         raise OSError("<urlopen error [Errno -3] Temporary failure\nin name resolution>")
 
     monkeypatch.setattr(torchvision.datasets, "Flowers102", no_network)
@@ -188,6 +189,7 @@ def test_failed_download_gives_one_line_that_names_the_layouts(tmp_path, monkeyp
     assert "\n" not in message and str(tmp_path) in message
     for hint in ("category_to_images.json", "imagelabels.mat", "flowers-102/", "--source synthetic"):
         assert hint in message
+    assert not (tmp_path / "flowers-102").exists(), "no empty folder left in the user's data folder"
 
 
 def test_bad_settings_are_clear_errors(tmp_path):
@@ -347,6 +349,18 @@ def test_a_build_leaves_the_temporary_files_of_a_running_writer_alone(tmp_path):
     in_flight.write_bytes(b"being written by a process that is still running")
     synthetic(tmp_path)
     assert in_flight.exists() and preprocess.is_complete(cache_path)
+
+
+def test_photos_added_to_a_folder_make_a_new_cache(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(3):
+        Image.new("RGB", (40, 40), (50 * index, 90, 160)).save(photos / f"{index}.png")
+    first = preprocess.build_cache(photos, "folder", tmp_path / "cache", size=16, rotations=0, workers=1)
+    assert preprocess.build_cache(photos, "folder", tmp_path / "cache", size=16, rotations=0, workers=1) == first
+    Image.new("RGB", (40, 40), (250, 250, 0)).save(photos / "3.png")
+    second = preprocess.build_cache(photos, "folder", tmp_path / "cache", size=16, rotations=0, workers=1)
+    assert second != first and len(preprocess.load_cache(second)[0]) == 4
 
 
 def test_damaged_files_of_a_cache_are_remade_and_nothing_else(tmp_path, capsys):

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 import torch
 
 import gan_complete
@@ -125,6 +126,33 @@ def test_truncated_files_give_a_clear_error(cache_dir, tmp_path, capsys):
     assert err.startswith(f"error: checkpoint {tmp_path / 'checkpoint.pt'} is unreadable") and err.count("\n") == 1
     assert gan_complete.main(["--sample", str(tmp_path / "generator.pkl"), "--out-dir", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err.startswith("error: refusing")
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    assert gan_complete.main(["--out-dir", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "is unreadable" in err and "weights_only" not in err and err.count("\n") == 1
+    (tmp_path / "config.json").write_text('{"variant":')
+    assert gan_complete.main(["--out-dir", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read the run's config") and err.count("\n") == 1
+
+
+def test_a_checkpoint_passed_to_sample_is_named(cache_dir, tmp_path, capsys):
+    assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert gan_complete.main(["--sample", str(tmp_path / "checkpoint.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "is a checkpoint (torch.save), not a generator.pkl" in err and err.count("\n") == 1
+
+
+def test_sample_writes_beside_the_weights_and_leaves_no_stale_images(cache_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert gan_complete.main(tiny_args(cache_dir, run, "--epochs", "1")) == 0
+    copy = tmp_path / "friends run"
+    __import__("shutil").copytree(run, copy)
+    for count in ("6", "2"):
+        assert gan_complete.main(["--sample", str(copy / "generator.pkl"), "--num-samples", count]) == 0
+    assert sorted(p.name for p in (copy / "samples").iterdir()) == ["sample_0001.png", "sample_0002.png"]
+    assert (copy / "samples_grid.png").exists() and not (run / "samples").exists()
 
 
 def test_a_foreign_file_is_not_taken_for_weights(tmp_path, capsys):
@@ -141,7 +169,7 @@ def test_an_unwritable_out_dir_is_rejected_before_any_work(cache_dir, tmp_path, 
     blocker.write_text("")
     assert gan_complete.main(tiny_args(cache_dir, blocker / "run")) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: cannot write to --out-dir {blocker / 'run'}") and err.count("\n") == 1
+    assert err.startswith(f"error: cannot write to {blocker / 'run'}") and err.count("\n") == 1
 
 
 def test_a_missing_data_folder_is_reported_before_training(tmp_path, capsys):
@@ -191,6 +219,8 @@ def test_a_run_that_diverges_at_once_says_no_checkpoint_exists(cache_dir, tmp_pa
 def test_resume_refuses_changes_that_would_make_another_run(cache_dir, tmp_path, capsys):
     assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 0
     capsys.readouterr()
+    assert gan_complete.main(["--out-dir", str(tmp_path), "--resume", "--overwrite"]) == 2
+    assert "pass one of them" in capsys.readouterr().err
     assert gan_complete.main(["--out-dir", str(tmp_path), "--resume", "--batch-size", "48"]) == 2
     assert capsys.readouterr().err == (f"error: --resume cannot change --batch-size (was 16): start a new run "
                                        "with another --out-dir\n")
@@ -208,3 +238,24 @@ def test_overwrite_leaves_nothing_of_the_old_run(cache_dir, tmp_path):
     assert not list((tmp_path / "snapshots").iterdir()), "a 32 px snapshot would break compare's SWD curve"
     assert dcgan.read_config(tmp_path / "config.json").img_size == 64
     assert __import__("json").loads((tmp_path / "run_info.json").read_text())["img_size"] == 64
+
+
+def test_resume_refuses_other_data_and_fewer_epochs_and_keeps_the_config(cache_dir, tmp_path, capsys):
+    folders = []
+    for name, colour in (("photos", (200, 40, 40)), ("other_photos", (40, 40, 200))):  # 6 images each
+        folder = tmp_path / name
+        folder.mkdir()
+        for index in range(6):
+            Image.new("RGB", (40, 40), (colour[0], colour[1] + 20 * index, colour[2])).save(folder / f"{index}.png")
+        folders.append(folder)
+    run = tmp_path / "run"
+    assert gan_complete.main(tiny_args(cache_dir, run, "--source", "folder", "--data-dir", str(folders[0]))) == 0
+    config = (run / "config.json").read_text()
+    capsys.readouterr()
+
+    assert gan_complete.main(["--out-dir", str(run), "--resume", "--epochs", "3", "--data-dir", str(folders[1])]) == 2
+    assert "the data changed since the checkpoint (other images, as many)" in capsys.readouterr().err
+    assert gan_complete.main(["--out-dir", str(run), "--resume", "--epochs", "1"]) == 2
+    assert capsys.readouterr().err == ("error: --epochs 1: the run has done 2 epochs already; pass more to train "
+                                       "on\n")
+    assert (run / "config.json").read_text() == config, "a refused resume changes nothing"

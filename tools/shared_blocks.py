@@ -1,4 +1,4 @@
-"""The three training scripts share their common blocks word for word (see STYLE.md).
+"""The three training scripts share their common blocks word for word.
 
     python tools/shared_blocks.py          # list the blocks that drifted from gan_complete.py
     python tools/shared_blocks.py --sync   # copy gan_complete.py's shared blocks into the others
@@ -127,6 +127,8 @@ def main(argv=None):
         for problem in drift(reference, path.read_text()):
             print(f"{script}: {problem}")
             failed = True
+    if not failed:
+        print(f"ok: {', '.join(SCRIPTS[1:])} share every common block with {REFERENCE}")
     return 1 if failed else 0
 
 
