@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure  # the OO API: files only, no display, no global backend change
+from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
@@ -640,6 +641,7 @@ def plot_quality(axis, curve, floor, top):
     axis.plot(epochs, values, marker="o", color="tab:purple", label="generator")
     axis.axhline(floor, color="grey", linestyle="--", linewidth=1, label="real vs real")
     axis.set(xlabel="epoch", ylabel="SWD x10^3", ylim=(0, top), title="SWD during training (lower is better)")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     axis.legend(fontsize="small")
 
 
