@@ -531,6 +531,10 @@ def verdict(runs, scores, floors, warnings):
         f"For scale, two disjoint samples of real images score {floor:.2f} x10^3 at this sample size: "
         "no generator can be expected to score much below that."
     )
+    sizes = sorted({run.config.img_size for run in runs})
+    if len(sizes) > 1:
+        sentences.append(f"Caution: the runs differ in image size ({', '.join(f'{size} px' for size in sizes)}): "
+                         "their SWDs average different pyramid levels, so compare runs of one size only.")
     if warnings[best]:
         sentences.append(f"Caution: the best run has warnings ({'; '.join(warnings[best])}).")
     return sentences
@@ -557,13 +561,19 @@ def curve_lines(runs, scores):
 def report(runs, scores, floors, caveats, num_images, real_count):
     """comparison.md: the table, SWD per level, caveats and the verdict."""
     warnings = [run_warnings(run, score) for run, score in zip(runs, scores)]
+    # One reason for every run (no torchmetrics, say) is said once, under the table.
+    skipped = {score.inception for score in scores}
+    skipped = skipped.pop() if len(skipped) == 1 and next(iter(skipped)).startswith("skipped: ") else None
+    fid_note = f" FID / KID {skipped}." if skipped else ""
+    if skipped and "torchmetrics" in skipped:
+        fid_note += " `pip install torchmetrics[image]` adds them."
     header = ["variant", "run", "G params", "critic params", "epochs", "G steps", "wall time (s)", "images/s",
               "device", "SWD x10^3", "FID / KID", "diversity", "warnings"]
     rows = [
         [run.variant, f"`{run.folder}`", f"{run.info['generator_params']:,}", f"{run.info['critic_params']:,}",
          f"{run.info['epochs_done']}/{run.info['epochs']}", f"{run.info['generator_steps']:,}",
          f"{run.info['wall_time_s']:,.1f}", f"{run.info['images_per_s']:,.1f}", run.info["device"],
-         f"{score.swd['avg']:.2f}", score.inception,
+         f"{score.swd['avg']:.2f}", "skipped" if skipped else score.inception,
          f"{score.diversity:.2f}", "; ".join(warning) or "none"]
         for run, score, warning in zip(runs, scores, warnings)
     ]
@@ -581,7 +591,7 @@ def report(runs, scores, floors, caveats, num_images, real_count):
         f"{num_images} real images from the run's cache ({real_count} in all). SWD: sliced Wasserstein "
         "distance of Karras et al. 2018 (Appendix D), x10^3, lower is better; diversity: mean pairwise "
         f"distance of generated over real images at {DIVERSITY_SIZE} px, mode collapse flagged below "
-        f"{COLLAPSE_RATIO}.", "",
+        f"{COLLAPSE_RATIO}.{fid_note}", "",
         "## SWD per Laplacian-pyramid level (x10^3)", "",
         *markdown_table(["variant", "run", *levels], level_rows), "",
         *curve_lines(runs, scores),

@@ -228,7 +228,8 @@ def test_report_ranks_runs_and_warns_about_collapse_nan_and_budgets(stand_ins, c
     assert "mode collapse" in collapsed_warnings
     assert "non-finite losses in 3 of 3 steps" in collapsed_warnings
     assert "unfinished: 1 of 2 epochs" in collapsed_warnings
-    assert rows[0][10].startswith("skipped: ")  # FID / KID without torchmetrics
+    assert rows[0][10] == rows[1][10] == "skipped"  # FID / KID without torchmetrics: the reason once, below
+    assert markdown.count("FID / KID skipped: ") == 1 and "pip install torchmetrics[image]" in markdown
     assert "images seen differ by more than 10%: GAN_output 1,000, DCGAN_output 2,000" in markdown
     assert "epochs differ" in markdown
     assert "Best on SWD: WGAN-GP (`GAN_output`)" in markdown
@@ -336,3 +337,17 @@ def test_a_bad_device_or_out_dir_stops_before_any_scoring(stand_ins, monkeypatch
         assert compare.main([str(run), *extra]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_the_verdict_warns_when_image_sizes_differ():
+    def run(size):
+        return types.SimpleNamespace(variant="WGAN-GP", folder=Path(f"run{size}"), config=StandInConfig(img_size=size))
+
+    def score(avg):
+        return types.SimpleNamespace(swd={"16px": avg, "avg": avg})
+
+    floors = {32: {"avg": 10.0}, 64: {"avg": 11.0}}
+    same = compare.verdict([run(32), run(32)], [score(50.0), score(60.0)], floors, [[], []])
+    mixed = compare.verdict([run(32), run(64)], [score(50.0), score(60.0)], floors, [[], []])
+    assert not any("differ in image size" in sentence for sentence in same)
+    assert any("differ in image size (32 px, 64 px)" in sentence for sentence in mixed)
