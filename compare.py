@@ -29,6 +29,7 @@ import csv
 import importlib
 import json
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -357,21 +358,19 @@ def check_device(name):
         raise RunError(f"unknown --device {name!r}; use cpu, cuda or cuda:N, mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RunError(f"--device {name}: CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise RunError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
+                       f"cuda:{torch.cuda.device_count() - 1}")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise RunError(f"--device {name}: MPS is not available here; use --device cpu")
 
 
 def check_writable(folder):
-    """An unwritable --out-dir is reported before minutes of scoring, not after."""
-    existed = folder.exists()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / ".write_test").write_bytes(b"")
-        (folder / ".write_test").unlink()
-    except OSError as error:
-        raise RunError(f"cannot write to --out-dir {folder} ({error.strerror}); pass another folder") from None
-    if not existed:
-        folder.rmdir()  # made again once there is something to write
+    """An unwritable --out-dir is reported before minutes of scoring, not after; nothing is made yet."""
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise RunError(f"cannot write to --out-dir {folder} ({existing} is not a writable folder); "
+                       "pass another folder")
 
 
 def one_line(error):
@@ -644,7 +643,8 @@ def plot_curves(axis, metrics, title, columns):
 def plot_quality(axis, curve, floor, top):
     """SWD against epoch on one y-scale (0 to top) for every run, with the real-vs-real floor."""
     if len(curve) < 2:
-        axis.text(0.5, 0.5, "no snapshots:\nthe run kept none (snapshot_every)", ha="center", va="center")
+        axis.text(0.5, 0.5, "no snapshots scored:\nnone kept (snapshot_every),\nor unreadable (see the table)",
+                  ha="center", va="center")
         axis.set_axis_off()
         return
     epochs, values = zip(*curve)

@@ -524,7 +524,7 @@ def file_size(path):
 def cache_folder_name(source, size, rotations, max_angle, seed, synthetic_images, synthetic_classes, records):
     if source.kind == "synthetic":
         identity = {"images": synthetic_images, "classes": synthetic_classes}
-    else:  # the files and their sizes too: photos added to a folder (or replaced) make a new cache
+    else:  # the files and their sizes too: photos added to or removed from a folder make a new cache
         files = hashlib.sha256()
         for record in sorted(records):
             files.update(f"{record.key}\0{record.class_index}\0{file_size(record.path)}\n".encode())

@@ -272,8 +272,11 @@ def set_rng_states(states, device):
     numpy_state["state"]["key"] = np.array(numpy_state["state"]["key"], dtype=np.uint32)
     np.random.set_state(numpy_state)
     torch.set_rng_state(states["torch"])
-    if isinstance(states["cuda"], torch.Tensor) and device.type == "cuda":
-        torch.cuda.set_rng_state(states["cuda"], device)
+    cuda = states["cuda"]
+    if isinstance(cuda, list):  # every GPU's state, as checkpoints before snapshot_every kept it
+        cuda = cuda[device.index or 0] if device.type == "cuda" and len(cuda) > (device.index or 0) else None
+    if isinstance(cuda, torch.Tensor) and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
 
 
 def atomic_write(path, write):
@@ -538,10 +541,7 @@ class _StopRequest:
     def handle(self, signum, frame):
         if self.signum is not None:
             raise KeyboardInterrupt
-        self.signum = signum
-        # os.write, not print: a buffered stream interrupted mid-write refuses a reentrant write.
-        os.write(2, f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint ...\n"
-                 .encode())
+        self.signum = signum  # only a flag: printing here could interrupt a write in progress
 
     def __exit__(self, *exc):
         for s, handler in self.previous.items():
@@ -549,9 +549,8 @@ class _StopRequest:
 
 
 def data_fingerprint(images):
-    """A hash of 256 images spread over the data set: tells another data set of the same size apart."""
-    picked = images[torch.linspace(0, len(images) - 1, min(256, len(images))).long().to(images.device)]
-    return hashlib.sha256(picked.cpu().numpy().tobytes()).hexdigest()[:16]
+    """A hash of every pixel: tells other images apart, even as many (about 0.2 s for 300 MB)."""
+    return hashlib.sha1(images.cpu().contiguous().numpy().data, usedforsecurity=False).hexdigest()[:16]
 
 
 def cosine_schedule(optimizer, total_steps):
@@ -584,7 +583,7 @@ def load_checkpoint(path):
     except Exception:  # truncated zip, foreign file, refused global: all unusable
         # (torch's own message would suggest weights_only=False: unsafe advice for a stranger's file)
         raise WeightsError(f"checkpoint {path} is unreadable (truncated, damaged or not a checkpoint of "
-                           "these scripts); delete it and start again, or restore a copy") from None
+                           "these scripts); start again with --overwrite, or restore a copy") from None
 
 
 def train_gan(generator, discriminator, dataloader, config):
@@ -613,8 +612,12 @@ def train_gan(generator, discriminator, dataloader, config):
         checkpoint = load_checkpoint(checkpoint_path)
         load_weights(generator, checkpoint["generator"], checkpoint_path)
         load_weights(discriminator, checkpoint["discriminator"], checkpoint_path)
-        if ema is not None and checkpoint["ema"] is not None:
-            load_weights(ema, checkpoint["ema"], checkpoint_path)
+        ema_state, ema_updates = checkpoint["ema"], None
+        if ema_state is not None and "n_averaged" in ema_state:  # AveragedModel's, before snapshot_every
+            ema_updates = int(ema_state["n_averaged"])
+            ema_state = {k.removeprefix("module."): v for k, v in ema_state.items() if k != "n_averaged"}
+        if ema is not None and ema_state is not None:
+            load_weights(ema, ema_state, checkpoint_path)
         for optimizer, key in ((opt_g, "opt_g"), (opt_d, "opt_d")):
             for saved, fresh in zip(checkpoint[key]["param_groups"], optimizer.param_groups):
                 # this machine's kernels, not the checkpoint's: a CPU run resumed on a GPU gets fused Adam
@@ -630,14 +633,17 @@ def train_gan(generator, discriminator, dataloader, config):
             raise ConfigError(f"the data changed since the checkpoint ({checkpoint['state']['images']} images "
                               f"then, {state['images']} now): resume with the same data settings")
         if checkpoint["state"].get("data", state["data"]) != state["data"]:
-            raise ConfigError("the data changed since the checkpoint (other images, as many): resume with "
-                              "the --data-dir the run was trained on")
-        if config.epochs < checkpoint["state"]["epoch"]:
-            raise ConfigError(f"--epochs {config.epochs}: the run has done {checkpoint['state']['epoch']} "
-                              "epochs already; pass more to train on")
+            raise ConfigError("the data changed since the checkpoint (as many images, other pixels): resume "
+                              "with the --data-dir (and Pillow version) the run was trained on")
+        done = checkpoint["state"]["epoch"] + (checkpoint["state"]["batch"] > 0)  # a started epoch counts
+        if config.epochs < done:
+            raise ConfigError(f"--epochs {config.epochs}: the run is at epoch {done} already; pass at least "
+                              f"--epochs {done} to go on")
         state.update(checkpoint["state"])
-        if checkpoint["ema"] is None:  # EMA switched on at this resume: it starts from the generator
+        if ema_state is None:  # EMA switched on at this resume: it starts from the generator
             state["ema_updates"] = 0
+        elif ema_updates is not None:
+            state["ema_updates"] = ema_updates
         rows = [[int(row[0]), int(row[1]), *row[2:]] for row in checkpoint["metrics"].tolist()]
         last_g_loss = torch.tensor(rows[-1][3] if rows else float("nan"))
         fixed_noise = checkpoint["fixed_noise"]
@@ -709,6 +715,8 @@ def train_gan(generator, discriminator, dataloader, config):
                                 time.perf_counter() - started))
                 bar.update(1)
                 at_checkpoint = config.checkpoint_every and state["step"] % config.checkpoint_every == 0
+                if stop.signum:
+                    tqdm.write(f"{signal.Signals(stop.signum).name}: saving a checkpoint at step {state['step']} ...")
                 if state["step"] % config.log_every == 0 or at_checkpoint or stop.signum:
                     flush_metrics(bar)
                 if at_checkpoint or stop.signum:
@@ -916,15 +924,15 @@ def write_final_outputs(config, device):
 
 def sample_from_weights(config, given):
     """--sample: a grid and single PNGs from saved weights, without training."""
-    weights = Path(config.sample)
+    weights = Path(config.sample).resolve()
     # The run's model settings (not its device), then what was typed now; snapshots/ is one level down.
-    beside = next((path for path in (weights.parent / "config.json", weights.parent.parent / "config.json")
-                   if path.exists()), None)
+    run_folder = weights.parent.parent if weights.parent.name == "snapshots" else weights.parent
+    beside = run_folder / "config.json" if (run_folder / "config.json").exists() else None
     if beside:
         config = config_from_dict({**asdict(read_config(beside)), "device": "auto", **given})
         validate_config(config)
     # Beside the weights unless --out-dir is given: the out_dir in config.json may be another machine's.
-    out_dir = Path(given["out_dir"]) if "out_dir" in given else (beside or weights).parent
+    out_dir = Path(given["out_dir"]) if "out_dir" in given else weights.parent
     device = resolve_device(config.device)
     generator = load_generator(weights, config, device)
     check_writable(out_dir / "samples")
@@ -959,11 +967,13 @@ def check_out_dir(config):
     """Report an unwritable or occupied out_dir now, not an hour into training."""
     out_dir = Path(config.out_dir)
     check_writable(out_dir)
-    has_run = (out_dir / "checkpoint.pt").exists()
-    if config.resume and not has_run:
+    if config.resume and not (out_dir / "checkpoint.pt").exists():
         raise ConfigError(f"--resume: no checkpoint in {out_dir}; start without --resume")
-    if has_run and not config.resume and not config.overwrite:
-        raise ConfigError(f"{out_dir} already holds a run: pass --resume to continue it, "
+    # Not only the checkpoint: a new run must not inherit an old run's weights or snapshots.
+    leftovers = [*(out_dir / name for name in ("checkpoint.pt", "generator.pkl", "run_info.json")
+                   if (out_dir / name).exists()), *out_dir.glob("snapshots/generator_epoch_*.pkl")]
+    if leftovers and not config.resume and not config.overwrite:
+        raise ConfigError(f"{out_dir} already holds a run ({', '.join(p.name for p in leftovers[:2])}): pass --resume to continue it, "
                           "--overwrite to start afresh, or another --out-dir")
     if config.overwrite and not config.resume:  # no old file may be mistaken for the new run's
         for old in [*(out_dir / name for name in RUN_FILES), *out_dir.glob("samples_epoch_*.png"),

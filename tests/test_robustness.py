@@ -254,8 +254,49 @@ def test_resume_refuses_other_data_and_fewer_epochs_and_keeps_the_config(cache_d
     capsys.readouterr()
 
     assert gan_complete.main(["--out-dir", str(run), "--resume", "--epochs", "3", "--data-dir", str(folders[1])]) == 2
-    assert "the data changed since the checkpoint (other images, as many)" in capsys.readouterr().err
+    assert "the data changed since the checkpoint (as many images, other pixels)" in capsys.readouterr().err
     assert gan_complete.main(["--out-dir", str(run), "--resume", "--epochs", "1"]) == 2
-    assert capsys.readouterr().err == ("error: --epochs 1: the run has done 2 epochs already; pass more to train "
-                                       "on\n")
+    assert capsys.readouterr().err == "error: --epochs 1: the run is at epoch 2 already; pass at least --epochs 2 to go on\n"
     assert (run / "config.json").read_text() == config, "a refused resume changes nothing"
+
+
+def test_a_checkpoint_of_the_previous_format_resumes_to_the_same_weights(cache_dir, tmp_path):
+    # Before snapshot_every, the EMA was torch's AveragedModel (keys "module.*" and "n_averaged")
+    # and the checkpoint kept every GPU's RNG state in a list.
+    args = lambda out: tiny_args(cache_dir, out, "--synthetic-images", "160", "--epochs", "3")
+    assert gan_complete.main(args(tmp_path / "whole")) == 0
+    old = tmp_path / "old"
+    assert interrupt_after_first_epoch("gan_complete", args(old), signal.SIGINT)[0] == 128 + signal.SIGINT
+    checkpoint = torch.load(old / "checkpoint.pt", weights_only=True)
+    updates = checkpoint["state"].pop("ema_updates")
+    del checkpoint["state"]["data"]
+    checkpoint["ema"] = {**{f"module.{k}": v for k, v in checkpoint["ema"].items()},
+                         "n_averaged": torch.tensor(updates)}
+    checkpoint["rng"]["cuda"] = []
+    torch.save(checkpoint, old / "checkpoint.pt")
+
+    assert gan_complete.main(["--out-dir", str(old), "--resume"]) == 0
+    assert_same_weights(tmp_path / "whole" / "generator.pkl", old / "generator.pkl")  # the EMA went on, not anew
+
+
+def test_a_new_run_never_inherits_an_old_runs_files(cache_dir, tmp_path, capsys):
+    assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--snapshot-every", "1")) == 0
+    (tmp_path / "checkpoint.pt").unlink()  # as after "checkpoint ... is unreadable"
+    capsys.readouterr()
+    assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--epochs", "1", "--seed", "7")) == 2
+    assert "already holds a run (generator.pkl, run_info.json)" in capsys.readouterr().err
+    assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--epochs", "1", "--seed", "7", "--overwrite")) == 0
+    assert [p.name for p in (tmp_path / "snapshots").iterdir()] == []  # snapshot_every 10: none of the old
+
+
+def test_sample_finds_the_run_config_from_a_snapshot_by_a_relative_path(cache_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    assert gan_complete.main(tiny_args(cache_dir, run, "--epochs", "1", "--snapshot-every", "1")) == 0
+    monkeypatch.chdir(run / "snapshots")
+    assert gan_complete.main(["--sample", "generator_epoch_001.pkl", "--num-samples", "2"]) == 0
+    assert (run / "snapshots" / "samples" / "sample_0002.png").exists()
+    export = run / "export"  # any other folder: its parent's config.json is not this file's
+    export.mkdir()
+    (export / "generator.pkl").write_bytes((run / "generator.pkl").read_bytes())
+    monkeypatch.chdir(export)
+    assert gan_complete.main(["--sample", "generator.pkl"]) == 2  # the default Config does not fit
