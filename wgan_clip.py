@@ -905,7 +905,15 @@ def latent_space_analysis(generator, config, device, out_dir, count=3):
     atomic_write(Path(out_dir) / "latent_space_analysis.png", lambda f: fig.savefig(f, format="png", dpi=100))
 
     path = torch.cat([slerp(z[i], z[j], 10) for pairs in groups.values() for i, j, _ in pairs])
-    save_grid(generate(generator, path, device), Path(out_dir) / "interpolation.png", nrow=10)
+    grid = make_grid(generate(generator, path, device), nrow=10, padding=2, normalize=True, value_range=(-1, 1))
+    rows = [f"{name} {n + 1}: z#{i} to z#{j}" for name, pairs in groups.items() for n, (i, j, _) in enumerate(pairs)]
+    fig = Figure(figsize=(2 + grid.size(2) / 100, 0.6 + grid.size(1) / 100), layout="constrained")
+    axis = fig.subplots()
+    axis.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    axis.set_yticks([(config.img_size + 2) * (n + 0.5) + 1 for n in range(len(rows))], rows)
+    axis.set_xticks([])
+    axis.set_title("slerp between the z's of each pair, 10 steps (see latent_l2_norms.txt)")
+    atomic_write(Path(out_dir) / "interpolation.png", lambda f: fig.savefig(f, format="png", dpi=100))
 
 
 def write_final_outputs(config, device):

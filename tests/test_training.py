@@ -219,8 +219,8 @@ def test_a_run_writes_every_output(script, finished_runs):
         assert grid.size == (8 * 32 + 9 * 2, 8 * 32 + 9 * 2)  # 64 fixed-noise samples, 8 x 8
     with Image.open(out_dir / "generated_samples.png") as grid:
         assert grid.size == (8 * 32 + 9 * 2, 2 * 32 + 3 * 2)  # --num-samples 12: 8 + 4 in two rows
-    with Image.open(out_dir / "interpolation.png") as grid:
-        assert grid.size == (10 * 32 + 11 * 2, 6 * 32 + 7 * 2)  # 6 pairs x 10 slerp steps
+    with Image.open(out_dir / "interpolation.png") as figure:  # 6 pairs x 10 slerp steps, labelled rows
+        assert figure.size == (round(200 + 10 * 32 + 11 * 2), round(60 + 6 * 32 + 7 * 2))
 
     report = (out_dir / "latent_l2_norms.txt").read_text()
     assert len(re.findall(r"^  z#\d+ +z#\d+ +image distance", report, flags=re.M)) == 6
