@@ -981,7 +981,8 @@ def check_out_dir(config):
     leftovers = [*(out_dir / name for name in ("checkpoint.pt", "generator.pkl", "run_info.json")
                    if (out_dir / name).exists()), *out_dir.glob("snapshots/generator_epoch_*.pkl")]
     if leftovers and not config.resume and not config.overwrite:
-        raise ConfigError(f"{out_dir} already holds a run ({', '.join(p.name for p in leftovers[:2])}): pass --resume to continue it, "
+        found = ", ".join(path.name for path in leftovers[:2])
+        raise ConfigError(f"{out_dir} already holds a run ({found}): pass --resume to continue it, "
                           "--overwrite to start afresh, or another --out-dir")
     if config.overwrite and not config.resume:  # no old file may be mistaken for the new run's
         for old in [*(out_dir / name for name in RUN_FILES), *out_dir.glob("samples_epoch_*.png"),

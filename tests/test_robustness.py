@@ -256,7 +256,8 @@ def test_resume_refuses_other_data_and_fewer_epochs_and_keeps_the_config(cache_d
     assert gan_complete.main(["--out-dir", str(run), "--resume", "--epochs", "3", "--data-dir", str(folders[1])]) == 2
     assert "the data changed since the checkpoint (as many images, other pixels)" in capsys.readouterr().err
     assert gan_complete.main(["--out-dir", str(run), "--resume", "--epochs", "1"]) == 2
-    assert capsys.readouterr().err == "error: --epochs 1: the run is at epoch 2 already; pass at least --epochs 2 to go on\n"
+    assert capsys.readouterr().err == ("error: --epochs 1: the run is at epoch 2 already; pass at least --epochs 2 "
+                                       "to go on\n")
     assert (run / "config.json").read_text() == config, "a refused resume changes nothing"
 
 
