@@ -676,7 +676,7 @@ def save_figure(runs, scores, floors, path, samples_shown, seed):
                 plot_curves(axis, run.metrics, title, columns)
         if "quality" in panels:
             plot_quality(row[3], score.curve, floors[run.config.img_size]["avg"], top)
-    figure.suptitle(f"{len(runs)} runs; samples from the same noise (seed {seed}) for every run",
+    figure.suptitle(f"{len(runs)} run{'s' if len(runs) > 1 else ''}; samples from the same noise (seed {seed}) for every run",
                     fontsize="x-large")
     figure.savefig(path, dpi=DPI)
 
