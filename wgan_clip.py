@@ -78,8 +78,10 @@ class Config:
     # training
     epochs: int = 5  # passes over the (rotated) data set
     batch_size: int = 256  # images per critic step
-    lr_generator: float = 5e-5  # RMSprop learning rate of the generator (peak of the cosine)
-    lr_discriminator: float = 5e-5  # RMSprop learning rate of the critic (peak of the cosine)
+    lr_generator: float = 5e-5  # RMSprop learning rate of the generator (peak of the schedule)
+    lr_discriminator: float = 5e-5  # RMSprop learning rate of the critic (peak of the schedule)
+    lr_schedule: str = "constant"  # constant: the WGAN paper's RMSprop at 5e-5 | cosine | linear
+    warmup_steps: int = 0  # linear warm-up of both learning rates from 0 over this many critic steps
     n_critic: int = 5  # critic steps per generator step
     clip_value: float = 0.01  # every critic parameter is clamped to [-clip_value, clip_value]
     ema_decay: float = 0.999  # EMA of the generator's weights for samples and saved weights; 0 = off
@@ -178,7 +180,7 @@ def validate_config(config):
     for name in positive:
         if not getattr(config, name) > 0:  # also catches nan
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
-    for name in ["rotations", "checkpoint_every", "snapshot_every", "preprocess_workers", "max_angle"]:
+    for name in ["rotations", "checkpoint_every", "snapshot_every", "preprocess_workers", "max_angle", "warmup_steps"]:
         if not getattr(config, name) >= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
     for field in dataclasses.fields(config):
@@ -203,6 +205,8 @@ def validate_config(config):
         raise ConfigError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
     if config.latent_pool < 8:
         raise ConfigError(f"--latent-pool must be at least 8, got {config.latent_pool}")
+    if config.lr_schedule not in ("cosine", "linear", "constant"):
+        raise ConfigError(f"--lr-schedule must be cosine, linear or constant, got {config.lr_schedule!r}")
     if config.amp not in ("auto", "bf16", "off"):
         raise ConfigError(f"--amp must be auto, bf16 or off, got {config.amp!r}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", config.device):
@@ -272,11 +276,8 @@ def set_rng_states(states, device):
     numpy_state["state"]["key"] = np.array(numpy_state["state"]["key"], dtype=np.uint32)
     np.random.set_state(numpy_state)
     torch.set_rng_state(states["torch"])
-    cuda = states["cuda"]
-    if isinstance(cuda, list):  # every GPU's state, as checkpoints before snapshot_every kept it
-        cuda = cuda[device.index or 0] if device.type == "cuda" and len(cuda) > (device.index or 0) else None
-    if isinstance(cuda, torch.Tensor) and device.type == "cuda":
-        torch.cuda.set_rng_state(cuda, device)
+    if states["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 def atomic_write(path, write):
@@ -516,6 +517,9 @@ def generator_step(generator, discriminator, batch_size, opt_g, config, autocast
 METRIC_COLUMNS = ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time"]
 
 
+BN_CALIBRATION_BATCHES = 16  # train-mode passes that measure the EMA generator's BatchNorm statistics
+
+
 class TrainingInterrupted(Exception):
     """Ctrl-C or SIGTERM arrived; a checkpoint was saved at the last finished step."""
 
@@ -553,10 +557,22 @@ def data_fingerprint(images):
     return hashlib.sha1(images.cpu().contiguous().numpy().data, usedforsecurity=False).hexdigest()[:16]
 
 
-def cosine_schedule(optimizer, total_steps):
-    # A closed form of the step (not a recursion) so that a resumed run may change lr or epochs.
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+def lr_schedule(optimizer, config, total_steps):
+    """The learning-rate factor of a critic step: linear warm-up, then cosine, linear or constant.
+
+    A closed form of the step (not a recursion), so that a resumed run may change lr or epochs.
+    """
+    warmup, decay_steps = config.warmup_steps, max(total_steps - config.warmup_steps, 1)
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(step - warmup, decay_steps) / decay_steps
+        if config.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1 - progress if config.lr_schedule == "linear" else 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @torch.no_grad()
@@ -575,15 +591,129 @@ def update_ema(ema, generator, decay, updates):
             mine.lerp_(theirs, 1 - weight)
 
 
+@torch.no_grad()
+def recalibrated_batchnorm(ema, config, seed):
+    """A copy of the EMA generator with BatchNorm statistics measured on its own weights.
+
+    The running mean/var that update_ema averages are the raw generator's, measured on other
+    weights than the averaged ones: they misstate the first layers' variance and so the samples'
+    contrast. A few train-mode passes on fresh z with a cumulative average (momentum None) measure
+    the averaged weights' own statistics; a private RNG leaves the training's random stream alone.
+    """
+    calibrated = copy.deepcopy(ema).train()
+    for norm in calibrated.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            norm.reset_running_stats()
+            norm.momentum = None
+    noise, device = torch.Generator().manual_seed(seed), next(calibrated.parameters()).device
+    for _ in range(BN_CALIBRATION_BATCHES):
+        calibrated(torch.randn(config.batch_size, config.z_dim, generator=noise).to(device))
+    return calibrated.train(False)
+
+
 def load_checkpoint(path):
+    """The checkpoint's dict; a file that is only unreachable now is not called damaged."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"no checkpoint at {path}; start without --resume") from None
-    except Exception:  # truncated zip, foreign file, refused global: all unusable
+    except (OSError, MemoryError) as error:  # permissions, an I/O error, a folder, no memory: the file may be fine
+        raise WeightsError(f"cannot read the checkpoint {path}: {one_line(error)}; fix that and run the command "
+                           "again (nothing was changed)") from None
+    except Exception as error:  # truncated zip, foreign file, refused global: unusable
+        if "allocate" in str(error):  # torch's out-of-memory is a RuntimeError
+            raise WeightsError(f"out of memory while reading the checkpoint {path}: free some memory and run the "
+                               "command again (nothing was changed)") from None
         # (torch's own message would suggest weights_only=False: unsafe advice for a stranger's file)
-        raise WeightsError(f"checkpoint {path} is unreadable (truncated, damaged or not a checkpoint of "
-                           "these scripts); start again with --overwrite, or restore a copy") from None
+        raise WeightsError(f"checkpoint {path} is damaged or not a checkpoint of these scripts ("
+                           f"{one_line(error)[:80]}); restore a copy, or start again with --overwrite") from None
+
+
+def save_checkpoint(path, parts, state, rows, fixed_noise, config, device):
+    """Everything a resume needs: the parts' state_dicts, the counters, the metrics, every RNG."""
+    checkpoint = {name: None if part is None else part.state_dict() for name, part in parts.items()}
+    metrics = torch.tensor(rows, dtype=torch.float64).reshape(-1, len(METRIC_COLUMNS))
+    checkpoint.update(state=dict(state), metrics=metrics, fixed_noise=fixed_noise.cpu(), rng=rng_states(device),
+                      config=asdict(config))
+    atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+
+def restore_checkpoint(path, parts, state, config, device):
+    """Load path into the parts (models, optimisers, schedulers) and state; returns (rows, fixed noise)."""
+    checkpoint = load_checkpoint(path)
+    saved = checkpoint["state"]
+    if saved["images"] != state["images"]:
+        raise ConfigError(f"the data changed since the checkpoint ({saved['images']} images then, "
+                          f"{state['images']} now): resume with the same data settings")
+    if saved["data"] != state["data"]:
+        raise ConfigError("the data changed since the checkpoint (as many images, other pixels): resume "
+                          "with the --data-dir (and Pillow version) the run was trained on")
+    done = saved["epoch"] + (saved["batch"] > 0)  # a started epoch counts
+    if config.epochs < done:
+        raise ConfigError(f"--epochs {config.epochs}: the run is at epoch {done} already; pass at least "
+                          f"--epochs {done} to go on")
+    for name in ("generator", "discriminator", "ema"):
+        if parts[name] is not None and checkpoint[name] is not None:
+            load_weights(parts[name], checkpoint[name], path)
+    for name in ("opt_g", "opt_d"):
+        for group, fresh in zip(checkpoint[name]["param_groups"], parts[name].param_groups):
+            # this machine's kernels, not the checkpoint's: a CPU run resumed on a GPU gets fused Adam
+            group.update({flag: fresh[flag] for flag in ("fused", "foreach") if flag in fresh})
+        parts[name].load_state_dict(checkpoint[name])
+    for name, lr in (("sched_g", config.lr_generator), ("sched_d", config.lr_discriminator)):
+        scheduler = parts[name]
+        scheduler.load_state_dict(checkpoint[name])
+        scheduler.base_lrs = [lr]  # the Config may lower the LR on resume (after a NaN, say)
+        for group in scheduler.optimizer.param_groups:
+            group["lr"] = lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
+    state.update(saved)
+    if parts["ema"] is not None and checkpoint["ema"] is None:  # EMA switched on now: it starts from the generator
+        state["ema_updates"] = 0
+    set_rng_states(checkpoint["rng"], device)
+    return [[int(row[0]), int(row[1]), *row[2:]] for row in checkpoint["metrics"].tolist()], checkpoint["fixed_noise"]
+
+
+def csv_text(rows):
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def flush_metrics(pending, rows, out_dir, bar):
+    """Read the pending per-step metrics back from the device (one sync) and append them to metrics.csv."""
+    if not pending:
+        return
+    values = torch.stack([torch.stack(p[2]) for p in pending]).float().cpu()
+    new_rows = [[step, epoch, *v.tolist(), lr, t] for (step, epoch, _, lr, t), v in zip(pending, values)]
+    pending.clear()
+    rows.extend(new_rows)
+    with open(out_dir / "metrics.csv", "ab") as f:  # whole rows in one write; a torn last row is dropped on read
+        f.write(csv_text(new_rows))
+    if not torch.isfinite(values).all():
+        bad = next(r for r in new_rows if not all(math.isfinite(v) for v in r[2:6]))
+        raise NonFiniteLoss(f"non-finite loss at step {bad[0]} (d_loss={bad[2]}, g_loss={bad[3]})")
+    d_loss, g_loss, w_dist, gp = new_rows[-1][2:6]
+    bar.set_postfix(D=f"{d_loss:.3f}", G=f"{g_loss:.3f}", W=f"{w_dist:.3f}", GP=f"{gp:.3f}")
+
+
+def check_finite(modules, step):
+    finite = [torch.isfinite(p).all() for module in modules for p in module.parameters()]
+    if not torch.stack(finite).all():
+        raise NonFiniteLoss(f"a weight became inf/nan by step {step}")
+
+
+def write_epoch_outputs(sampler, discriminator, fixed_noise, epoch, config):
+    """generator.pkl, its snapshot, discriminator.pkl and the epoch's samples, all before the checkpoint
+    that marks the epoch done: a run stopped in between redoes the epoch, so no file is ever stale."""
+    out_dir = Path(config.out_dir)
+    if config.ema_decay > 0:
+        sampler = recalibrated_batchnorm(sampler, config, config.seed + epoch)
+    save_state_dict(sampler, out_dir / "generator.pkl")
+    if config.snapshot_every and epoch % config.snapshot_every == 0:
+        (out_dir / "snapshots").mkdir(exist_ok=True)
+        save_state_dict(sampler, out_dir / "snapshots" / f"generator_epoch_{epoch:03d}.pkl")
+    save_state_dict(discriminator, out_dir / "discriminator.pkl")
+    save_samples(sampler, fixed_noise, out_dir / f"samples_epoch_{epoch:03d}.png")
 
 
 def train_gan(generator, discriminator, dataloader, config):
@@ -597,94 +727,26 @@ def train_gan(generator, discriminator, dataloader, config):
     autocast = lambda: torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
     opt_g, opt_d = make_optimizers(generator, discriminator, config, device)
     total_steps = config.epochs * len(dataloader)
-    schedulers = [cosine_schedule(opt_g, total_steps), cosine_schedule(opt_d, total_steps)]
     ema = copy.deepcopy(generator).requires_grad_(False) if config.ema_decay > 0 else None
+    parts = {"generator": generator, "discriminator": discriminator, "ema": ema, "opt_g": opt_g, "opt_d": opt_d,
+             "sched_g": lr_schedule(opt_g, config, total_steps), "sched_d": lr_schedule(opt_d, config, total_steps)}
     sampler = ema if ema is not None else generator
     run_generator = torch.compile(generator) if config.compile else generator
-    fixed_noise = torch.randn(64, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
     state = {"epoch": 0, "batch": 0, "step": 0, "g_steps": 0, "ema_updates": 0, "images_seen": 0,
              "elapsed": 0.0, "images": len(dataloader.images), "data": data_fingerprint(dataloader.images)}
-    rows = []  # every metric row so far: [step, epoch, d_loss, g_loss, w_dist, gp, lr, time]
-    last_g_loss = torch.tensor(float("nan"))  # the generator's loss is logged on every critic step
-
+    rows = []  # every metric row so far: METRIC_COLUMNS
+    fixed_noise = torch.randn(64, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
     checkpoint_path = out_dir / "checkpoint.pt"
     if config.resume:
-        checkpoint = load_checkpoint(checkpoint_path)
-        load_weights(generator, checkpoint["generator"], checkpoint_path)
-        load_weights(discriminator, checkpoint["discriminator"], checkpoint_path)
-        ema_state, ema_updates = checkpoint["ema"], None
-        if ema_state is not None and "n_averaged" in ema_state:  # AveragedModel's, before snapshot_every
-            ema_updates = int(ema_state["n_averaged"])
-            ema_state = {k.removeprefix("module."): v for k, v in ema_state.items() if k != "n_averaged"}
-        if ema is not None and ema_state is not None:
-            load_weights(ema, ema_state, checkpoint_path)
-        for optimizer, key in ((opt_g, "opt_g"), (opt_d, "opt_d")):
-            for saved, fresh in zip(checkpoint[key]["param_groups"], optimizer.param_groups):
-                # this machine's kernels, not the checkpoint's: a CPU run resumed on a GPU gets fused Adam
-                saved.update({flag: fresh[flag] for flag in ("fused", "foreach") if flag in fresh})
-            optimizer.load_state_dict(checkpoint[key])
-        for scheduler, key, lr in zip(schedulers, ("sched_g", "sched_d"),
-                                      (config.lr_generator, config.lr_discriminator)):
-            scheduler.load_state_dict(checkpoint[key])
-            scheduler.base_lrs = [lr]  # the Config may lower the LR on resume (after a NaN, say)
-            for group in scheduler.optimizer.param_groups:
-                group["lr"] = lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
-        if checkpoint["state"]["images"] != state["images"]:
-            raise ConfigError(f"the data changed since the checkpoint ({checkpoint['state']['images']} images "
-                              f"then, {state['images']} now): resume with the same data settings")
-        if checkpoint["state"].get("data", state["data"]) != state["data"]:
-            raise ConfigError("the data changed since the checkpoint (as many images, other pixels): resume "
-                              "with the --data-dir (and Pillow version) the run was trained on")
-        done = checkpoint["state"]["epoch"] + (checkpoint["state"]["batch"] > 0)  # a started epoch counts
-        if config.epochs < done:
-            raise ConfigError(f"--epochs {config.epochs}: the run is at epoch {done} already; pass at least "
-                              f"--epochs {done} to go on")
-        state.update(checkpoint["state"])
-        if ema_state is None:  # EMA switched on at this resume: it starts from the generator
-            state["ema_updates"] = 0
-        elif ema_updates is not None:
-            state["ema_updates"] = ema_updates
-        rows = [[int(row[0]), int(row[1]), *row[2:]] for row in checkpoint["metrics"].tolist()]
-        last_g_loss = torch.tensor(rows[-1][3] if rows else float("nan"))
-        fixed_noise = checkpoint["fixed_noise"]
-        set_rng_states(checkpoint["rng"], device)
+        rows, fixed_noise = restore_checkpoint(checkpoint_path, parts, state, config, device)
     fixed_noise = fixed_noise.to(device)
-
+    last_g_loss = torch.tensor(rows[-1][3] if rows else float("nan"), device=device)  # logged every critic step
     write_json(out_dir / "config.json", {"variant": VARIANT, "script": Path(__file__).stem, "config": asdict(config),
                                          "torch": torch.__version__, "device": str(device)})
-    with open(out_dir / "metrics.csv", "w", newline="") as f:  # rewritten: drops steps after the checkpoint
-        csv.writer(f).writerows([METRIC_COLUMNS] + rows)
-
-    def save_checkpoint():
-        finite = [torch.isfinite(p).all() for p in [*generator.parameters(), *discriminator.parameters()]]
-        if not torch.stack(finite).all():
-            raise NonFiniteLoss(f"a weight became inf/nan by step {state['step']}")
-        checkpoint = {
-            "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "sched_g": schedulers[0].state_dict(), "sched_d": schedulers[1].state_dict(),
-            "state": dict(state), "metrics": torch.tensor(rows, dtype=torch.float64).reshape(-1, 8),
-            "fixed_noise": fixed_noise.cpu(), "rng": rng_states(device), "config": asdict(config)}
-        atomic_write(checkpoint_path, lambda f: torch.save(checkpoint, f))
-
+    # rewritten from the checkpoint's rows: drops the steps a stopped run made after it
+    atomic_write(out_dir / "metrics.csv", lambda f: f.write(csv_text([METRIC_COLUMNS] + rows)))
+    save = lambda: save_checkpoint(checkpoint_path, parts, state, rows, fixed_noise, config, device)
     pending = []  # per-step metrics still on the device: read back every log_every steps (one sync)
-    last_g_loss = last_g_loss.to(device)
-
-    def flush_metrics(bar):
-        if not pending:
-            return
-        values = torch.stack([torch.stack(p[2]) for p in pending]).float().cpu()
-        new_rows = [[step, epoch, *v.tolist(), lr, t] for (step, epoch, _, lr, t), v in zip(pending, values)]
-        pending.clear()
-        rows.extend(new_rows)
-        with open(out_dir / "metrics.csv", "a", newline="") as f:
-            csv.writer(f).writerows(new_rows)
-        if not torch.isfinite(values).all():
-            bad = next(r for r in new_rows if not all(math.isfinite(v) for v in r[2:6]))
-            raise NonFiniteLoss(f"non-finite loss at step {bad[0]} (d_loss={bad[2]}, g_loss={bad[3]})")
-        d_loss, g_loss, w_dist, gp = new_rows[-1][2:6]
-        bar.set_postfix(D=f"{d_loss:.3f}", G=f"{g_loss:.3f}", W=f"{w_dist:.3f}", GP=f"{gp:.3f}")
 
     generator.train()
     discriminator.train()
@@ -706,8 +768,8 @@ def train_gan(generator, discriminator, dataloader, config):
                         state["ema_updates"] += 1
                     state["g_steps"] += 1
                 lr = opt_g.param_groups[0]["lr"]
-                for scheduler in schedulers:
-                    scheduler.step()
+                parts["sched_g"].step()
+                parts["sched_d"].step()
                 state["step"] += 1
                 state["batch"] = index + 1
                 state["images_seen"] += real.size(0)
@@ -718,26 +780,22 @@ def train_gan(generator, discriminator, dataloader, config):
                 if stop.signum:
                     tqdm.write(f"{signal.Signals(stop.signum).name}: saving a checkpoint at step {state['step']} ...")
                 if state["step"] % config.log_every == 0 or at_checkpoint or stop.signum:
-                    flush_metrics(bar)
+                    flush_metrics(pending, rows, out_dir, bar)
                 if at_checkpoint or stop.signum:
                     state["elapsed"] = time.perf_counter() - started
-                    save_checkpoint()
+                    check_finite([generator, discriminator], state["step"])
+                    save()
                 if stop.signum:
                     bar.close()
                     raise TrainingInterrupted(stop.signum)
-            flush_metrics(bar)
+            flush_metrics(pending, rows, out_dir, bar)
             bar.close()
             state.update(epoch=epoch + 1, batch=0, elapsed=time.perf_counter() - started)
-            save_checkpoint()  # checks the weights are finite before anything is written
-            save_state_dict(sampler, out_dir / "generator.pkl")
-            if config.snapshot_every and (epoch + 1) % config.snapshot_every == 0:
-                (out_dir / "snapshots").mkdir(exist_ok=True)
-                save_state_dict(sampler, out_dir / "snapshots" / f"generator_epoch_{epoch + 1:03d}.pkl")
-            save_state_dict(discriminator, out_dir / "discriminator.pkl")
-            save_samples(sampler, fixed_noise, out_dir / f"samples_epoch_{epoch + 1:03d}.png")
-            seconds = time.perf_counter() - epoch_start
-            images = (len(dataloader) - first_batch) * dataloader.batch_size
+            check_finite([generator, discriminator], state["step"])  # before anything is written
+            write_epoch_outputs(sampler, discriminator, fixed_noise, epoch + 1, config)
             write_run_info(config, generator, discriminator, dataloader, state, device)
+            save()  # last: the epoch counts as done only once all its files are whole
+            seconds, images = time.perf_counter() - epoch_start, (len(dataloader) - first_batch) * dataloader.batch_size
             d_loss, g_loss, w_dist, gp = rows[-1][2:6]
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}  D {d_loss:.4f}  G {g_loss:.4f}  W {w_dist:.4f}  "
                        f"GP {gp:.4f}  {seconds:.1f}s  {images / seconds:.0f} img/s")
@@ -779,8 +837,8 @@ def save_samples(generator, noise, path):
 
 
 def read_metrics(out_dir):
-    with open(Path(out_dir) / "metrics.csv", newline="") as f:
-        return np.array([[float(v) for v in row] for row in list(csv.reader(f))[1:]]).reshape(-1, 8)
+    lines = (Path(out_dir) / "metrics.csv").read_text().split("\n")  # the last is "" or a torn row
+    return np.array([[float(v) for v in row] for row in csv.reader(lines[1:-1])]).reshape(-1, len(METRIC_COLUMNS))
 
 
 def smooth(values, window):
@@ -827,9 +885,10 @@ def slerp(z0, z1, steps):
     return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
 
 
-def pick_pairs(order, first, second, count):
-    """The first `count` pairs in `order` that share no image, so six different images are shown."""
-    used, pairs = set(), []
+def pick_pairs(order, first, second, count, used):
+    """The first `count` pairs in `order` whose images are not in `used` (which grows): every image
+    shown is a different one, and none is both in a similar and in a dissimilar pair."""
+    pairs = []
     for k in order.tolist():
         i, j = int(first[k]), int(second[k])
         if i not in used and j not in used:
@@ -838,6 +897,15 @@ def pick_pairs(order, first, second, count):
         if len(pairs) == count:
             break
     return pairs
+
+
+def classical_mds(points):
+    """2-D coordinates whose pairwise L2 distances match the points' as well as 2-D can (Torgerson's
+    classical MDS: the top two eigenvectors of the double-centred squared distances)."""
+    squared = torch.cdist(points.double(), points.double()) ** 2
+    centring = torch.eye(len(points), dtype=torch.float64) - 1 / len(points)
+    values, vectors = torch.linalg.eigh(-0.5 * centring @ squared @ centring)  # ascending eigenvalues
+    return (vectors[:, -2:].flip(1) * values[-2:].flip(0).clamp(min=0).sqrt()).float()
 
 
 def latent_space_analysis(generator, config, device, out_dir, count=3):
@@ -853,9 +921,9 @@ def latent_space_analysis(generator, config, device, out_dir, count=3):
     first, second = torch.triu_indices(len(z), len(z), 1)
     image_distance = torch.cdist(features, features)[first, second]
     latent_distance = torch.cdist(z, z)[first, second]
-    order = image_distance.argsort()
-    groups = {"similar": pick_pairs(order, first, second, count),
-              "dissimilar": pick_pairs(order.flip(0), first, second, count)}
+    order, used = image_distance.argsort(), set()
+    groups = {"similar": pick_pairs(order, first, second, count, used),
+              "dissimilar": pick_pairs(order.flip(0), first, second, count, used)}
     baseline = latent_distance.mean().item()
     correlation = torch.corrcoef(torch.stack([image_distance, latent_distance]))[0, 1].item()
 
@@ -874,28 +942,37 @@ def latent_space_analysis(generator, config, device, out_dir, count=3):
               f"correlation of image distance and z distance over all pairs: {correlation:+.3f}", "",
               f"answer: the z's of the most similar images are {means['similar'] / baseline:.0%} of the baseline "
               f"distance apart, those of the most dissimilar {means['dissimilar'] / baseline:.0%}."]
-    (Path(out_dir) / "latent_l2_norms.txt").write_text("\n".join(lines) + "\n")
+    atomic_write(Path(out_dir) / "latent_l2_norms.txt", lambda f: f.write(("\n".join(lines) + "\n").encode()))
 
-    _, singular, basis = torch.pca_lowrank(z, q=2, center=True)
-    points = ((z - z.mean(0)) @ basis[:, :2]).numpy()
-    explained = (singular ** 2 / ((z - z.mean(0)) ** 2).sum()).tolist()
+    # PCA of isotropic noise keeps ~2/z_dim of its variance: distances there say nothing. MDS of the
+    # chosen z's keeps their pairwise distances as well as 2-D can, and the plot says how well.
+    chosen = [index for pairs in groups.values() for i, j, _ in pairs for index in (i, j)]
+    points = classical_mds(z[chosen])
+    pairs_first, pairs_second = torch.triu_indices(len(chosen), len(chosen), 1)
+    true, drawn = (torch.cdist(p, p)[pairs_first, pairs_second] for p in (z[chosen], points))
+    stress = ((true - drawn).square().sum() / true.square().sum()).sqrt().item()
+    fit = torch.corrcoef(torch.stack([true, drawn]))[0, 1].item()
+    position = dict(zip(chosen, points.numpy()))
     fig = Figure(figsize=(15, 6.5), layout="constrained")
     scatter, histogram = fig.subplots(1, 2, width_ratios=[1.6, 1])
-    scatter.scatter(points[:, 0], points[:, 1], s=8, color="lightgrey", label=f"all {len(z)} z's")
     thumbnails = ((images + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     for (name, pairs), color, style in zip(groups.items(), ("tab:blue", "tab:red"), ("-", "--")):
         for n, (i, j, k) in enumerate(pairs):
-            scatter.plot(points[[i, j], 0], points[[i, j], 1], style, color=color, marker="o",
+            scatter.plot(*zip(position[i], position[j]), style, color=color, marker="o",
                          label=f"{name} pairs" if n == 0 else None)
+            middle = (position[i] + position[j]) / 2
+            scatter.annotate(f"{latent_distance[k]:.1f}", middle, color=color, ha="center")
             for index in (i, j):
-                box = AnnotationBbox(OffsetImage(thumbnails[index], zoom=40 / config.img_size), points[index],
+                box = AnnotationBbox(OffsetImage(thumbnails[index], zoom=40 / config.img_size), position[index],
                                      xybox=(22, 22), boxcoords="offset points", frameon=True,
                                      bboxprops={"edgecolor": color, "linewidth": 2})
                 scatter.add_artist(box)
             histogram.axvline(latent_distance[k], color=color, linestyle=style)
-    scatter.set_xlabel(f"PC 1 ({explained[0]:.1%} of z's variance)")
-    scatter.set_ylabel(f"PC 2 ({explained[1]:.1%})")
-    scatter.set_title("z's of the most similar (blue) and dissimilar (red) image pairs, PCA to 2-D")
+    scatter.set_xlabel("MDS axis 1 (z-space units)")
+    scatter.set_ylabel("MDS axis 2")
+    scatter.set_aspect("equal", adjustable="datalim")
+    scatter.set_title(f"the {len(chosen)} chosen z's, classical MDS to 2-D (labels: z L2 distance)\n"
+                      f"fit: stress {stress:.2f}, correlation of drawn and true distances {fit:.2f}")
     scatter.legend(loc="lower right")
     histogram.hist(latent_distance.numpy(), bins=60, color="lightgrey", label="all pairs")
     histogram.axvline(baseline, color="black", label=f"mean of all pairs {baseline:.2f}")

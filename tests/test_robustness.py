@@ -39,11 +39,14 @@ def interrupt_after_first_epoch(script, args, signum):
     return process.returncode, err
 
 
-@pytest.mark.parametrize("script, signum", [("gan_complete", signal.SIGINT), ("dcgan", signal.SIGTERM)])
-def test_a_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(script, signum, cache_dir,
+@pytest.mark.parametrize("script, signum, extra", [
+    ("gan_complete", signal.SIGINT, []),  # the default: cosine, bf16 autocast where the CPU has it
+    ("dcgan", signal.SIGTERM, ["--amp", "off", "--lr-schedule", "linear", "--warmup-steps", "40"]),
+    ("wgan_clip", signal.SIGINT, ["--lr-schedule", "cosine", "--warmup-steps", "7"]),
+])
+def test_a_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(script, signum, extra, cache_dir,
                                                                               tmp_path):
-    precision = ["--amp", "off"] if script == "dcgan" else []  # the other runs take the default (auto)
-    args = lambda out: tiny_args(cache_dir, out, "--synthetic-images", "160", "--epochs", "3", *precision)
+    args = lambda out: tiny_args(cache_dir, out, "--synthetic-images", "160", "--epochs", "3", *extra)
     assert run_cli(script, *args(tmp_path / "whole")).returncode == 0
 
     returncode, err = interrupt_after_first_epoch(script, args(tmp_path / "stopped"), signum)
@@ -123,13 +126,14 @@ def test_truncated_files_give_a_clear_error(cache_dir, tmp_path, capsys):
     capsys.readouterr()
     assert gan_complete.main(["--out-dir", str(tmp_path), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: checkpoint {tmp_path / 'checkpoint.pt'} is unreadable") and err.count("\n") == 1
+    assert err.startswith(f"error: checkpoint {tmp_path / 'checkpoint.pt'} is damaged") and err.count("\n") == 1
+    assert "--overwrite" in err  # the file is truly damaged: starting again is the honest advice
     assert gan_complete.main(["--sample", str(tmp_path / "generator.pkl"), "--out-dir", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err.startswith("error: refusing")
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     assert gan_complete.main(["--out-dir", str(tmp_path), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert "is unreadable" in err and "weights_only" not in err and err.count("\n") == 1
+    assert "is damaged" in err and "weights_only" not in err and err.count("\n") == 1
     (tmp_path / "config.json").write_text('{"variant":')
     assert gan_complete.main(["--out-dir", str(tmp_path), "--resume"]) == 2
     err = capsys.readouterr().err
@@ -261,25 +265,6 @@ def test_resume_refuses_other_data_and_fewer_epochs_and_keeps_the_config(cache_d
     assert (run / "config.json").read_text() == config, "a refused resume changes nothing"
 
 
-def test_a_checkpoint_of_the_previous_format_resumes_to_the_same_weights(cache_dir, tmp_path):
-    # Before snapshot_every, the EMA was torch's AveragedModel (keys "module.*" and "n_averaged")
-    # and the checkpoint kept every GPU's RNG state in a list.
-    args = lambda out: tiny_args(cache_dir, out, "--synthetic-images", "160", "--epochs", "3")
-    assert gan_complete.main(args(tmp_path / "whole")) == 0
-    old = tmp_path / "old"
-    assert interrupt_after_first_epoch("gan_complete", args(old), signal.SIGINT)[0] == 128 + signal.SIGINT
-    checkpoint = torch.load(old / "checkpoint.pt", weights_only=True)
-    updates = checkpoint["state"].pop("ema_updates")
-    del checkpoint["state"]["data"]
-    checkpoint["ema"] = {**{f"module.{k}": v for k, v in checkpoint["ema"].items()},
-                         "n_averaged": torch.tensor(updates)}
-    checkpoint["rng"]["cuda"] = []
-    torch.save(checkpoint, old / "checkpoint.pt")
-
-    assert gan_complete.main(["--out-dir", str(old), "--resume"]) == 0
-    assert_same_weights(tmp_path / "whole" / "generator.pkl", old / "generator.pkl")  # the EMA went on, not anew
-
-
 def test_a_new_run_never_inherits_an_old_runs_files(cache_dir, tmp_path, capsys):
     assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--snapshot-every", "1")) == 0
     (tmp_path / "checkpoint.pt").unlink()  # as after "checkpoint ... is unreadable"
@@ -301,3 +286,88 @@ def test_sample_finds_the_run_config_from_a_snapshot_by_a_relative_path(cache_di
     (export / "generator.pkl").write_bytes((run / "generator.pkl").read_bytes())
     monkeypatch.chdir(export)
     assert gan_complete.main(["--sample", "generator.pkl"]) == 2  # the default Config does not fit
+
+
+def test_a_run_stopped_before_its_epoch_checkpoint_redoes_the_epoch_and_all_its_files(cache_dir, tmp_path,
+                                                                                      monkeypatch, capsys):
+    # A full disk (or a kill) while the epoch's files are written: the checkpoint must not already
+    # say "epoch done", or the resumed run never writes the epoch's samples and snapshot.
+    args = lambda out: tiny_args(cache_dir, out, "--snapshot-every", "1")
+    assert gan_complete.main(args(tmp_path / "whole")) == 0
+    real_save_samples = gan_complete.save_samples
+
+    def disk_full_at_epoch_2(generator, noise, path):
+        if path.name == "samples_epoch_002.png":
+            raise OSError(28, "No space left on device")
+        return real_save_samples(generator, noise, path)
+
+    monkeypatch.setattr(gan_complete, "save_samples", disk_full_at_epoch_2)
+    stopped = tmp_path / "stopped"
+    assert gan_complete.main(args(stopped)) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert torch.load(stopped / "checkpoint.pt", weights_only=True)["state"]["epoch"] == 1
+    monkeypatch.setattr(gan_complete, "save_samples", real_save_samples)
+    assert gan_complete.main(["--out-dir", str(stopped), "--resume"]) == 0
+    for name in ("generator.pkl", "discriminator.pkl", "snapshots/generator_epoch_002.pkl"):
+        assert_same_weights(tmp_path / "whole" / name, stopped / name)
+    for name in ("samples_epoch_002.png", "generated_samples.png"):
+        assert (stopped / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+def test_a_checkpoint_that_cannot_be_read_now_is_not_called_damaged(cache_dir, tmp_path, monkeypatch, capsys):
+    # --overwrite deletes the run: advise it only for a file that is really damaged.
+    assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 0
+    capsys.readouterr()
+
+    def io_error(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(torch, "load", io_error)
+    assert gan_complete.main(["--out-dir", str(tmp_path), "--resume", "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "Input/output error" in err and "--overwrite" not in err and err.count("\n") == 1
+    monkeypatch.undo()
+    (tmp_path / "checkpoint.pt").rename(tmp_path / "saved.pt")
+    (tmp_path / "checkpoint.pt").mkdir()
+    assert gan_complete.main(["--out-dir", str(tmp_path), "--resume", "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "Is a directory" in err and "--overwrite" not in err and err.count("\n") == 1
+    (tmp_path / "checkpoint.pt").rmdir()
+    (tmp_path / "saved.pt").rename(tmp_path / "checkpoint.pt")
+    assert gan_complete.main(["--out-dir", str(tmp_path), "--resume", "--epochs", "2"]) == 0  # nothing was lost
+
+
+@pytest.fixture
+def file_size_limit():
+    """Writes past `limit` bytes fail with EFBIG, as on a full disk, until the test ends."""
+    import resource
+    previous_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def limit(size):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, previous_limit[1]))
+
+    yield limit
+    resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
+    signal.signal(signal.SIGXFSZ, previous_handler)
+
+
+def test_outputs_are_written_whole_or_not_at_all(cache_dir, tmp_path, file_size_limit):
+    assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 0
+    config = gan_complete.read_config(tmp_path / "config.json")
+    report = (tmp_path / "latent_l2_norms.txt").read_bytes()
+    (tmp_path / "latent_l2_norms.txt").write_bytes(b"an older report\n" + report)
+    file_size_limit(len(report) // 2)
+    with pytest.raises(OSError):
+        gan_complete.latent_space_analysis(gan_complete.load_generator(tmp_path / "generator.pkl", config),
+                                           config, torch.device("cpu"), tmp_path)
+    assert (tmp_path / "latent_l2_norms.txt").read_bytes() == b"an older report\n" + report
+
+
+def test_a_torn_last_metrics_row_is_dropped_when_read(cache_dir, tmp_path):
+    assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 0
+    whole = gan_complete.read_metrics(tmp_path)
+    with open(tmp_path / "metrics.csv", "a") as f:
+        f.write("10,2,0.5,0.2")  # a write cut short: no newline yet
+    assert (gan_complete.read_metrics(tmp_path) == whole).all()
+    gan_complete.plot_losses(tmp_path)  # the loss plot of a crashed run still draws

@@ -206,7 +206,10 @@ def test_a_run_writes_every_output(script, finished_runs):
     assert [int(r["step"]) for r in rows] == list(range(1, len(rows) + 1))
     assert {int(r["epoch"]) for r in rows} == {1, 2}
     assert float(rows[0]["lr"]) == pytest.approx(script.Config().lr_generator)
-    assert float(rows[-1]["lr"]) < float(rows[0]["lr"])  # cosine decay
+    if script.Config().lr_schedule == "cosine":
+        assert float(rows[-1]["lr"]) < float(rows[0]["lr"])
+    else:  # the WGAN and DCGAN papers' constant rate
+        assert {float(r["lr"]) for r in rows} == {script.Config().lr_generator}
     times = [float(r["time"]) for r in rows]
     assert times == sorted(times) and times[0] > 0
     n_critic = script.Config().n_critic
@@ -350,3 +353,104 @@ def test_checkpoint_every_saves_inside_an_epoch(cache_dir, tmp_path, monkeypatch
     assert module.main(tiny_args(cache_dir, tmp_path, "--checkpoint-every", "4")) == 0
     assert [(s["step"], s["epoch"], s["batch"]) for s in saved_states] == [
         (4, 0, 4), (8, 0, 8), (9, 1, 0), (12, 1, 3), (16, 1, 7), (18, 2, 0)]
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    ("cosine", [1 / 3, 2 / 3, 1.0, 0.5 * (1 + np.cos(np.pi / 8)), 0.5 * (1 + np.cos(np.pi * 7 / 8))]),
+    ("linear", [1 / 3, 2 / 3, 1.0, 7 / 8, 1 / 8]),
+    ("constant", [1 / 3, 2 / 3, 1.0, 1.0, 1.0]),
+])
+def test_learning_rate_schedules_warm_up_then_follow_their_shape(schedule, expected):
+    module = MODULES["gan_complete"]
+    config = module.Config(lr_schedule=schedule, warmup_steps=2)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = module.lr_schedule(optimizer, config, total_steps=10)  # 2 warm-up steps, then 8
+    factors = [scheduler.lr_lambdas[0](step) for step in (0, 1, 2, 3, 9)]
+    assert factors == pytest.approx(expected)
+
+
+def test_the_lr_column_shows_the_chosen_schedule(cache_dir, tmp_path):
+    module = MODULES["dcgan"]
+    assert module.main(tiny_args(cache_dir, tmp_path, "--lr-schedule", "linear", "--warmup-steps", "4")) == 0
+    lr = module.read_metrics(tmp_path)[:, 6]
+    peak = module.Config().lr_generator
+    assert lr[:4] == pytest.approx(peak * np.arange(1, 5) / 5)  # warm-up from 0
+    assert lr[4] == pytest.approx(peak) and (np.diff(lr[4:]) < 0).all()  # then straight down
+    assert lr[-1] == pytest.approx(peak / (len(lr) - 4))
+
+
+def test_the_wgan_clip_default_is_the_papers_constant_rmsprop_rate():
+    config = MODULES["wgan_clip"].Config()
+    assert (config.lr_schedule, config.lr_generator, config.lr_discriminator) == ("constant", 5e-5, 5e-5)
+
+
+def test_classical_mds_keeps_distances_that_fit_in_two_dimensions():
+    module = MODULES["gan_complete"]
+    plane = torch.randn(12, 2) * 3
+    rotation, _ = torch.linalg.qr(torch.randn(100, 100))
+    points = plane @ rotation[:2] + 5  # a 2-D layout inside 100-D, shifted
+    drawn = module.classical_mds(points)
+    assert torch.allclose(torch.cdist(drawn, drawn), torch.cdist(plane, plane), atol=1e-3)
+
+
+class TableGenerator(torch.nn.Module):
+    """Flat grey images whose levels come from a table, one per z in order: the most similar pair
+    (-1, -0.99) and the most dissimilar pair (-1, 1) share an image."""
+
+    def __init__(self):
+        super().__init__()
+        self.levels = torch.tensor([-1.0, -0.99, 1.0, 0.98, 0.9, 0.3, 0.31, -0.3, 0.0, 0.5, -0.6, 0.7, 0.1, -0.8,
+                                    0.6, -0.2])
+
+    def forward(self, z):
+        return self.levels[torch.arange(len(z)) % len(self.levels)].view(-1, 1, 1, 1).expand(-1, 3, 32, 32)
+
+
+def test_latent_analysis_never_shows_one_image_as_both_similar_and_dissimilar(tmp_path):
+    module = MODULES["gan_complete"]
+    config = module.Config(img_size=32, z_dim=8, latent_pool=16)
+    module.latent_space_analysis(TableGenerator(), config, torch.device("cpu"), tmp_path)
+    report = (tmp_path / "latent_l2_norms.txt").read_text()
+    similar, dissimilar = report.split("answer:")[0].split("most dissimilar pairs")
+    similar = set(re.findall(r"z#(\d+)", similar))
+    dissimilar = set(re.findall(r"z#(\d+)", dissimilar))
+    assert len(similar) == len(dissimilar) == 6 and not similar & dissimilar
+    assert {"0", "1"} <= similar  # the closest pair is still shown as similar
+    with Image.open(tmp_path / "latent_space_analysis.png") as plot:
+        assert plot.size[0] > 1000
+
+
+def batchnorm_inputs(generator, z):
+    """{BatchNorm2d: (per-channel mean, biased var)} of what each BatchNorm sees in train mode."""
+    seen, hooks = {}, []
+    for norm in generator.modules():
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            hooks.append(norm.register_forward_hook(
+                lambda m, inputs, out: seen.update({m: inputs[0].transpose(0, 1).flatten(1)})))
+    with torch.no_grad():
+        generator.train()(z)
+    for hook in hooks:
+        hook.remove()
+    return {m: (x.mean(1), x.var(1)) for m, x in seen.items()}
+
+
+def test_the_ema_generator_gets_batchnorm_statistics_of_its_own_weights():
+    module = MODULES["gan_complete"]
+    config = module.Config(img_size=32, g_channels=32, z_dim=8, batch_size=64)
+    ema = module.Generator(config).apply(module.weights_init)
+    with torch.no_grad():
+        ema.project.weight.mul_(4)  # averaged weights that the averaged statistics do not describe
+    calibrated = module.recalibrated_batchnorm(ema, config, seed=3)
+    assert not calibrated.training and ema.net[0].running_var.eq(1).all()  # the EMA itself is left alone
+    measured = batchnorm_inputs(calibrated, torch.randn(4096, 8))
+    for norm, (mean, var) in measured.items():
+        assert torch.allclose(norm.running_mean, mean, atol=0.05 * var.sqrt().max().item())
+        assert torch.allclose(norm.running_var, var, rtol=0.15)
+
+
+def test_a_saved_ema_generator_describes_its_own_batchnorm_statistics(script, finished_runs):
+    config = script.read_config(finished_runs[script.__name__] / "config.json")
+    generator = script.load_generator(finished_runs[script.__name__] / "generator.pkl", config)
+    first = generator.net[0]
+    mean, var = batchnorm_inputs(generator, torch.randn(2048, config.z_dim))[first]
+    assert torch.allclose(first.running_var, var, rtol=0.2)

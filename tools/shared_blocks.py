@@ -27,7 +27,7 @@ METHOD_SPECIFIC = {
 
 # Config fields whose default or wording is the method's own; every other field line is shared.
 METHOD_FIELDS = {
-    "epochs", "batch_size", "lr_generator", "lr_discriminator", "betas", "n_critic", "lambda_gp",
+    "epochs", "batch_size", "lr_generator", "lr_discriminator", "lr_schedule", "betas", "n_critic", "lambda_gp",
     "clip_value", "loss", "real_label_smoothing", "gradient_clip", "d_channels", "out_dir", "keep_copies",
 }
 
