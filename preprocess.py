@@ -1,9 +1,10 @@
-"""Preprocess Oxford 102 Flowers into the cache that every GAN script in this folder trains on.
+"""Preprocess Oxford 102 Flowers (or MNIST, Fashion-MNIST, CIFAR-10) into the cache the GAN scripts train on.
 
     python preprocess.py                                  # ./jpg + labels, else download Flowers102
     python preprocess.py --data-dir data/flowers102 --size 128
     python preprocess.py --source synthetic               # offline demo: drawn flowers, no files
     python preprocess.py --source folder --data-dir my_photos
+    python preprocess.py --source mnist --data-dir data --size 32   # 1 channel; downloads if missing
 
 Run it once, or let a training script call `prepare_data()`, which builds the cache only if it is
 missing. A second run with the same settings does no image work.
@@ -15,16 +16,29 @@ Sources (`--source auto` tries 1-3 in order)
   3. nothing found: download with torchvision.datasets.Flowers102 (all three splits, 8,189 images)
   folder          any image folder: class subfolders become labels, a flat folder is one class
   synthetic       procedurally drawn flowers, deterministic for --seed
+  mnist           torchvision.datasets.MNIST in DATA_DIR/MNIST/raw/ (train + test, 70,000 digits, 1 channel)
+  fashion-mnist   torchvision.datasets.FashionMNIST in DATA_DIR/FashionMNIST/raw/ (70,000, 1 channel)
+  cifar10         torchvision.datasets.CIFAR10 in DATA_DIR/cifar-10-batches-py/ (60,000, 3 channels)
+  The last three are downloaded by torchvision when missing. They are only resized (bicubic; 28 px
+  digits are upscaled to --size 32): no white-margin trimming, no rotated copies (--rotations is
+  ignored and the manifest says so), no too-small rule. Class folders: torchvision's class names.
 
-What happens to each image, and why
+What happens to each photo, and why
   1. Decode any mode to RGB: palette, grayscale, CMYK, RGBA composited on white, EXIF orientation.
+     A JPEG decodes at 1/2, 1/4 or 1/8 scale where that still leaves 1.25x the working side (below)
+     on the shorter side (PIL's draft mode: the inverse DCT at low resolution, several times cheaper
+     than a full decode). Where trimming then leaves less than the working side, the file is decoded
+     again at full size, so the too-small rule below always judges the original pixels.
   2. Trim near-white margins (rows/columns that are >= 99% near-white), so that white bars around a
      photo do not become part of what the generator learns to paint.
   3. Centre square crop (no aspect distortion), then LANCZOS resize to --size.
   4. --rotations extra copies, each rotated by a random angle in +-max_angle and cropped to the
      largest axis-aligned square inside the rotated square (side s / (|cos a| + |sin a|)), minus a
      1 px safety margin. A plain rotation leaves white or black wedges in the corners, and a GAN
-     trained on those learns to paint wedges; the inscribed crop holds only picture.
+     trained on those learns to paint wedges; the inscribed crop holds only picture. The rotation
+     runs on the square first LANCZOS-reduced to the working side, 2 x --size x (|cos| + |sin|) of
+     --max-angle (159 px for --size 64), so the crop is reduced 2x more to --size: as sharp as
+     rotating the full-size square (docs/data_stage/README.md), at a tenth of the cost.
      Angles come from an RNG seeded by (--seed, file name), never by processing order, so any
      number of workers writes byte-identical files.
   Images whose shorter side is below --size after trimming are skipped, not upscaled: an upscaled
@@ -42,12 +56,13 @@ Default --max-angle 15: flowers photographed from the side look wrong tilted muc
 15 degrees the inscribed crop still keeps 67% of the square's area.
 
 Cache layout: CACHE_DIR/<kind>-<hash>_s64_r2_a15_seed0/, the hash covering the resolved source
-folder, its files' names, labels and sizes (or the synthetic parameters) and PIPELINE_VERSION, so
-two settings never mix and photos added to a folder make a new cache.
+folder, its files' names, labels and sizes (a data set's pixels; the synthetic parameters) and
+PIPELINE_VERSION, so two settings never mix and photos added to a folder make a new cache.
   <class>/image_00001.png, image_00001_r1.png, ...   what a person looks at; torchvision ImageFolder
   manifest.json                                      source, parameters, counts, skipped files
   labels.npy   int64 [N]                             index into manifest["classes"]
-  images.npy   uint8 [N, 3, size, size]              written last; when whole, marks the cache complete
+  images.npy   uint8 [N, C, size, size]              written last; when whole, marks the cache complete
+                                                     (C = 1 for mnist and fashion-mnist, else 3)
 Packed order: class by class, files by name, each image followed by its rotated copies.
 Every file is written to a temporary name and renamed, so Ctrl-C never leaves half a file (a worker
 killed mid-write leaves only a hidden .tmp, deleted by the next run once its writer is gone), and a rerun redoes only
@@ -63,12 +78,14 @@ import argparse
 import colorsys
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import multiprocessing
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -78,12 +95,12 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageDraw, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 DEFAULT_ROTATIONS = 2  # extra rotated copies per image (see the module docstring for why 2)
 DEFAULT_MAX_ANGLE = 15.0  # degrees; rotation angles are uniform in +-this
-PIPELINE_VERSION = 1  # bump when a code change alters the output, so old caches are not reused
+PIPELINE_VERSION = 2  # bump when a code change alters the output, so old caches are not reused
 WHITE_LEVEL = 240  # a pixel whose every channel is >= this counts as near-white
 MARGIN_CONTENT_FRACTION = 0.01  # a row/column with at most 1% non-white pixels is margin (JPEG specks)
 ROTATION_SAFETY_PX = 1  # spare pixel per side against the crop offset's rounding (0 already leaked no
@@ -91,12 +108,24 @@ ROTATION_SAFETY_PX = 1  # spare pixel per side against the crop offset's roundin
 PNG_COMPRESS_LEVEL = 1  # fixed, so the same image gives the same bytes; 6 took 1.5x the time for 4% less disk
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 SYNTHETIC_SUPERSAMPLE = 4  # synthetic flowers are drawn at 4x --size; the final resize antialiases
+WORKING_SCALE = 2  # rotations run at 2x --size: as sharp as at full size (docs/data_stage/), ~10x cheaper
+DRAFT_HEADROOM = 1.25  # JPEGs decode at a scale leaving 25% above the working size, room for trimmed margins
 LAYOUTS = {  # kind: (image folder, label file), relative to --data-dir
     "coursework": ("jpg", "category_to_images.json"),
     "official": ("jpg", "imagelabels.mat"),
     "torchvision": ("flowers-102/jpg", "flowers-102/imagelabels.mat"),
 }
-SOURCES = ("auto", *LAYOUTS, "folder", "synthetic")
+DATASETS = {  # --source: (torchvision.datasets class, its folder in --data-dir, image channels)
+    "mnist": ("MNIST", "MNIST/raw", 1),
+    "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw", 1),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", 3),
+}
+# 28 -> 32 px is an upscale: bicubic keeps strokes crisper than bilinear and rings less than LANCZOS,
+# whose halos around strokes on MNIST's black background a GAN would learn to paint
+DATASET_RESAMPLE = Image.Resampling.BICUBIC
+DATASET_STEPS = ("no white-margin trimming and no rotated copies: these images are small and centred, with no "
+                 "white bars to trim, and a rotation's inscribed crop would cut the rim of a 28-32 px image")
+SOURCES = ("auto", *LAYOUTS, "folder", "synthetic", *DATASETS)
 # what PIL raises for files that are not (whole) images; anything else is a bug and should surface
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
@@ -113,7 +142,8 @@ def option(default, help, **argparse_kwargs):
 class Config:
     data_dir: str = option(".", "folder holding jpg/ and a label file (the images themselves for --source folder)")
     source: str = option("auto", "where the images come from; auto tries coursework, official, torchvision, "
-                         "then downloads", choices=SOURCES)
+                         "then downloads; mnist, fashion-mnist, cifar10 read (or download) torchvision's files "
+                         "in --data-dir", choices=SOURCES)
     cache_dir: str = option("cache", "the cache subfolder for these settings is made in here")
     size: int = option(64, "output side in pixels, a power of two >= 16")
     rotations: int = option(DEFAULT_ROTATIONS, "extra randomly rotated copies per image; 2 triples the "
@@ -127,7 +157,7 @@ class Config:
 
 
 class Source(NamedTuple):
-    kind: str  # coursework | official | torchvision | folder | synthetic
+    kind: str  # coursework | official | torchvision | folder | synthetic | mnist | fashion-mnist | cifar10
     root: Path | None  # resolved folder holding the data (jpg/ + label file, or the image folder)
 
 
@@ -135,8 +165,9 @@ class Record(NamedTuple):
     key: str  # stable name: seeds the image's RNG and is what the manifest reports
     class_index: int
     stem: str  # output file stem inside the class folder
-    path: str | None  # source file; None for a synthetic flower
+    path: str | None  # source file; None for a synthetic flower or a dataset image
     synthetic_index: int = -1
+    pixels: np.ndarray | None = None  # a dataset image (mnist, fashion-mnist, cifar10): HxW or HxWx3 uint8
 
 
 class SkipImage(Exception):
@@ -156,19 +187,26 @@ def stable_seed(*parts):
 # ---------------------------------------------------------------- the per-image pipeline
 
 
-def load_rgb(path):
+def load_rgb(path, draft_side=None):
+    """(RGB image, reduced). With draft_side, a JPEG decodes at 1/2, 1/4 or 1/8 scale where that keeps both
+    sides >= draft_side (PIL's draft mode: the inverse DCT at low resolution, far cheaper than a full decode)."""
     with Image.open(path) as image:
+        full_size = image.size
+        if draft_side:
+            image.draft("RGB", (draft_side, draft_side))  # a no-op for other formats
+        reduced = image.size != full_size
         image.load()  # decode now, so a truncated file fails here rather than later
         image = ImageOps.exif_transpose(image)  # phones store "rotate me" in EXIF instead of pixels
     if image.mode in ("RGBA", "LA", "PA", "P") or "transparency" in image.info:
         # transparent areas become white, which the margin trim then removes
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
-    return image.convert("RGB")
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB"), reduced
+    return image.convert("RGB"), reduced
 
 
 def trim_white_margins(image):
-    content = np.asarray(image).min(axis=2) < WHITE_LEVEL
+    # both thresholds are per pixel and per fraction of a row, so they mean the same at a reduced scale
+    content = np.asarray(functools.reduce(ImageChops.darker, image.split())) < WHITE_LEVEL  # min over channels
     rows = np.flatnonzero(content.mean(axis=1) > MARGIN_CONTENT_FRACTION)
     cols = np.flatnonzero(content.mean(axis=0) > MARGIN_CONTENT_FRACTION)
     if rows.size == 0 or cols.size == 0:
@@ -183,11 +221,21 @@ def centre_square(image):
     return image.crop((left, top, left + side, top + side))
 
 
+def inscribed_ratio(angle):
+    """A square's side over the side of the largest axis-aligned square inside it rotated by angle."""
+    radians = math.radians(angle)
+    return abs(math.cos(radians)) + abs(math.sin(radians))
+
+
+def working_side(size, max_angle):
+    """The side rotations run at: their inscribed crop is still WORKING_SCALE x size at max_angle."""
+    return math.ceil(WORKING_SCALE * size * inscribed_ratio(max_angle)) + 2 * ROTATION_SAFETY_PX
+
+
 def rotated_square(square, angle):
     """Rotate, then keep the largest axis-aligned square inside the rotated square: no fill at all."""
     side = square.width
-    radians = math.radians(angle)
-    inner = math.floor(side / (abs(math.cos(radians)) + abs(math.sin(radians)))) - 2 * ROTATION_SAFETY_PX
+    inner = math.floor(side / inscribed_ratio(angle)) - 2 * ROTATION_SAFETY_PX
     # magenta fill would be obvious in a grid if the crop ever let some through
     rotated = square.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=(255, 0, 255))
     offset = (side - inner) // 2
@@ -204,15 +252,28 @@ def rotation_angles(seed, key, rotations, max_angle):
     return [rng.uniform(-max_angle, max_angle) for _ in range(rotations)]
 
 
-def clean_and_rotate(picture, size, angles):
-    """The original plus one rotated copy per angle, each size x size RGB."""
+def load_trimmed(path, working):
+    """The file decoded (at a reduced JPEG scale where that leaves >= working px) and trimmed."""
+    picture, reduced = load_rgb(path, draft_side=math.ceil(working * DRAFT_HEADROOM))
     picture = trim_white_margins(picture)
+    if reduced and min(picture.size) < working:
+        # wide margins: decode at full size, so the too-small rule always sees the original pixels
+        picture = trim_white_margins(load_rgb(path)[0])
+    return picture
+
+
+def clean_and_rotate(picture, size, angles, working):
+    """A trimmed picture's centre square plus one rotated copy per angle, each size x size RGB.
+
+    Rotations run on the square LANCZOS-reduced to `working` px: measured no blurrier than rotating the
+    full-size square (docs/data_stage/README.md), which took 3/4 of the time on 500 px photos."""
     if min(picture.size) < size:
         width, height = picture.size
         raise SkipImage(f"too small: {width}x{height} px after trimming white margins, "
                         f"need at least {size} px on the shorter side")
     square = centre_square(picture)
-    return [resize(square, size)] + [resize(rotated_square(square, angle), size) for angle in angles]
+    smaller = resize(square, working) if square.width > working else square
+    return [resize(square, size)] + [resize(rotated_square(smaller, angle), size) for angle in angles]
 
 
 def output_names(stem, rotations):
@@ -246,30 +307,38 @@ def writer_is_gone(temporary):
     return False
 
 
+def channels_first(array):
+    return np.atleast_3d(array).transpose(2, 0, 1)  # HxW (grayscale) or HxWxC -> CxHxW
+
+
 def read_cached(paths, packed, first):
     """Copy an earlier run's PNGs of one source image into packed[first:]; False if one is damaged."""
     try:
         for k, path in enumerate(paths):
             with Image.open(path) as image:
-                packed[first + k] = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+                packed[first + k] = channels_first(image.convert("L" if packed.shape[1] == 1 else "RGB"))
     except (OSError, ValueError, SyntaxError):  # truncated, zero bytes, another size: made again
         return False
     return True
 
 
 def process_task(task):
-    """Worker: one source image -> its PNGs on disk. Returns (index, [HxWx3 arrays] or None, reason)."""
+    """Worker: one source image -> its PNGs on disk. Returns (index, [HxW(x3) arrays] or None, reason)."""
     index, record, class_name, cache_path, size, rotations, max_angle, seed, synthetic_classes = task
     angles = rotation_angles(seed, record.key, rotations, max_angle)
+    # from max_angle, not the angles: the unrotated copy must not depend on the seed
+    working = working_side(size, max_angle if rotations else 0)
     try:
-        if record.path is None:
+        if record.pixels is not None:  # small, centred, no margins: resize only (upscaling is unavoidable)
+            pictures = [Image.fromarray(record.pixels).resize((size, size), DATASET_RESAMPLE)]
+        elif record.path is None:
             canvas = size * SYNTHETIC_SUPERSAMPLE
             picture = draw_synthetic_flower(record.synthetic_index, synthetic_classes, seed, canvas)
+            pictures = clean_and_rotate(trim_white_margins(picture), size, angles, working)
         elif os.path.getsize(record.path) == 0:
             return index, None, "empty file (0 bytes)"
         else:
-            picture = load_rgb(record.path)
-        pictures = clean_and_rotate(picture, size, angles)
+            pictures = clean_and_rotate(load_trimmed(record.path, working), size, angles, working)
     except SkipImage as reason:
         return index, None, str(reason)
     except UnidentifiedImageError:
@@ -387,6 +456,13 @@ def draw_synthetic_flower(index, num_classes, seed, canvas):
 # ---------------------------------------------------------------- finding and listing the source
 
 
+def remove_if_empty(folder):
+    """Remove a folder tree that holds no file (what a failed download leaves): no litter in the data folder."""
+    for path in sorted(folder.rglob("*"), reverse=True) + [folder]:  # children before their parents
+        with contextlib.suppress(OSError):  # a file, or a folder that still holds one
+            path.rmdir()
+
+
 def download_flowers102(data_dir):
     import torchvision.datasets  # imported here: slow, and only needed for this one step
 
@@ -400,8 +476,8 @@ def download_flowers102(data_dir):
         raise PreprocessError(f"downloading Flowers102 needs {error.name or 'scipy'}: "
                               "pip install -r requirements.txt") from None
     except Exception as error:  # URLError, checksum RuntimeError, tar errors...: all mean "no data"
-        if not existed and target.is_dir() and not any(target.iterdir()):
-            target.rmdir()  # torchvision made it before the download failed: leave no litter
+        if not existed:
+            remove_if_empty(target)  # torchvision made it before the download failed
         raise PreprocessError(
             f"no flowers found in {data_dir} and the download failed ({type(error).__name__}: "
             f"{one_line(error)}); put Oxford 102 Flowers in {data_dir} in one of these layouts: "
@@ -418,8 +494,8 @@ def find_source(data_dir, source):
         what = "is a file, not a folder" if data_dir.exists() else "does not exist"
         raise PreprocessError(f"data dir {data_dir} {what}; point --data-dir at the folder that "
                               "holds jpg/ (or create it for the download), or use --source synthetic")
-    if source == "folder":
-        return Source("folder", data_dir.resolve())
+    if source in ("folder", *DATASETS):
+        return Source(source, data_dir.resolve())
     if source != "auto":
         missing = [name for name in LAYOUTS[source] if not (data_dir / name).exists()]
         if missing:
@@ -476,6 +552,42 @@ def list_flowers(source, label_file):
     return records, class_names, skipped
 
 
+def folder_names(names):
+    """A dataset's class names made safe as folder names ('T-shirt/top' -> 'T_shirt_top'), index-prefixed
+    where their alphabetical order (ImageFolder's) would not be the label order (Fashion-MNIST's)."""
+    safe = [re.sub(r"[^A-Za-z0-9]+", "_", str(name)).strip("_") for name in names]
+    if sorted(set(safe)) != safe:
+        width = len(str(len(safe) - 1))
+        safe = [f"{index:0{width}d}_{name}" for index, name in enumerate(safe)]
+    return safe
+
+
+def list_dataset(source):
+    """Records for mnist, fashion-mnist, cifar10: torchvision.datasets reads both splits from its own layout
+    in --data-dir, downloading what is missing, as for Flowers102."""
+    import torchvision.datasets
+
+    name, folder, _ = DATASETS[source.kind]
+    target = source.root / folder.split("/")[0]
+    existed = target.exists()
+    try:
+        splits = [(split, getattr(torchvision.datasets, name)(source.root, train=split == "train", download=True))
+                  for split in ("train", "test")]
+    except Exception as error:  # URLError, checksum RuntimeError, a malformed file: all mean "no data"
+        if not existed:
+            remove_if_empty(target)
+        raise PreprocessError(f"torchvision could neither read nor download {name} in {source.root} "
+                              f"({type(error).__name__}: {one_line(error)}); put its files in "
+                              f"{source.root / folder} as torchvision.datasets.{name} expects") from None
+    records = []
+    for split, dataset in splits:
+        pixels = np.ascontiguousarray(dataset.data)  # N x 28 x 28 (MNIST), N x 32 x 32 x 3 (CIFAR-10)
+        for index, label in enumerate(np.asarray(dataset.targets).tolist()):
+            key = f"{split}_{index:05d}"
+            records.append(Record(key, label, key, None, pixels=pixels[index]))
+    return records, folder_names(splits[0][1].classes), []
+
+
 def list_folder(root, cache_dir):
     """Class subfolders become labels; a flat folder is one class. The cache itself is left out."""
     cache_dir = Path(cache_dir).resolve()
@@ -511,6 +623,8 @@ def list_records(source, cache_dir, synthetic_images, synthetic_classes):
         return records, class_names, []
     if source.kind == "folder":
         return list_folder(source.root, cache_dir)
+    if source.kind in DATASETS:
+        return list_dataset(source)
     return list_flowers(source, source.root / Path(LAYOUTS[source.kind][1]).name)
 
 
@@ -527,7 +641,8 @@ def cache_folder_name(source, size, rotations, max_angle, seed, synthetic_images
     else:  # the files and their sizes too: photos added to or removed from a folder make a new cache
         files = hashlib.sha256()
         for record in sorted(records):
-            files.update(f"{record.key}\0{record.class_index}\0{file_size(record.path)}\n".encode())
+            content = file_size(record.path) if record.pixels is None else hashlib.sha1(record.pixels).hexdigest()
+            files.update(f"{record.key}\0{record.class_index}\0{content}\n".encode())
         identity = {"root": str(source.root), "files": files.hexdigest()}
     identity.update(kind=source.kind, pipeline_version=PIPELINE_VERSION)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
@@ -572,6 +687,9 @@ def build_cache(data_dir=".", source="auto", cache_dir="cache", size=64, rotatio
     check_settings(source, size, rotations, max_angle, workers, synthetic_images, synthetic_classes)
     found = find_source(data_dir, source)
     records, class_names, skipped = list_records(found, cache_dir, synthetic_images, synthetic_classes)
+    requested_rotations, channels = rotations, 3
+    if found.kind in DATASETS:
+        rotations, channels = 0, DATASETS[found.kind][2]  # no rotations: see DATASET_STEPS
     cache_path = Path(cache_dir) / cache_folder_name(found, size, rotations, max_angle, seed,
                                                      synthetic_images, synthetic_classes, records)
     if is_complete(cache_path):
@@ -590,8 +708,10 @@ def build_cache(data_dir=".", source="auto", cache_dir="cache", size=64, rotatio
 
     where = "synthetic flowers" if found.root is None else f"the {found.kind} layout in {found.root}"
     print(f"building {cache_path} from {where}")
+    if found.kind in DATASETS:
+        print(f"{found.kind}: {DATASET_STEPS} (--rotations {requested_rotations} asked for)")
     copies = 1 + rotations
-    packed = np.zeros((len(records) * copies, 3, size, size), dtype=np.uint8)  # compacted at the end
+    packed = np.zeros((len(records) * copies, channels, size, size), dtype=np.uint8)  # compacted at the end
     kept = [False] * len(records)
     todo = []
     for index, record in enumerate(records):
@@ -616,7 +736,7 @@ def build_cache(data_dir=".", source="auto", cache_dir="cache", size=64, rotatio
                                 else f"jpg/{record.key}", "reason": reason})
                 continue
             for k, array in enumerate(arrays):
-                packed[index * copies + k] = array.transpose(2, 0, 1)
+                packed[index * copies + k] = channels_first(array)
             kept[index] = True
 
     kept_records = [(index, record) for index, record in enumerate(records) if kept[index]]
@@ -648,7 +768,10 @@ def build_cache(data_dir=".", source="auto", cache_dir="cache", size=64, rotatio
         "images_per_class": {name: n * copies for name, n in zip(classes, per_class)},
         "empty_classes": [name for name in class_names if name not in classes],
         "skipped": sorted(skipped, key=lambda entry: entry["file"]),
-        "packed": {"images.npy": "uint8 [N, 3, size, size]", "labels.npy": "int64 [N], index into classes",
+        "channels": channels,
+        "skipped_steps": f"{DATASET_STEPS} (--rotations {requested_rotations} asked for)"
+                         if found.kind in DATASETS else None,
+        "packed": {"images.npy": f"uint8 [N, {channels}, size, size]", "labels.npy": "int64 [N], index into classes",
                    "order": "class by class, files by name, each image followed by its rotated copies"},
     }
     if found.kind == "synthetic":
@@ -663,7 +786,8 @@ def build_cache(data_dir=".", source="auto", cache_dir="cache", size=64, rotatio
 
 
 def load_cache(cache_path):
-    """(images uint8 [N, 3, size, size], labels int64 [N], class names) from a complete cache."""
+    """(images uint8 [N, C, size, size], labels int64 [N], class names) from a complete cache; C = 1 for
+    mnist and fashion-mnist, else 3."""
     cache_path = Path(cache_path)
     if not is_complete(cache_path):
         raise PreprocessError(f"{cache_path} is not a complete cache (needs manifest.json, labels.npy and "

@@ -2,15 +2,18 @@
 
 import json
 import os
+import pickle
 import subprocess
 import sys
+import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, JpegImagePlugin
+from scipy import ndimage
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the scripts live at the repository root, not in a package
@@ -129,6 +132,110 @@ def test_folder_source_does_not_read_its_own_cache(tmp_path):
     assert preprocess.load_cache(cache_path)[0].shape[0] == 2
 
 
+# ---------------------------------------------------------------- torchvision's small data sets
+
+DIGIT_LABELS = {"train": [3, 1, 3, 0], "t10k": [1, 9]}  # MNIST's two splits, as its file names call them
+
+
+@pytest.fixture
+def no_download(monkeypatch):
+    import torchvision.datasets.cifar
+    import torchvision.datasets.mnist
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("tests never download")
+
+    for module in (torchvision.datasets.mnist, torchvision.datasets.cifar):
+        monkeypatch.setattr(module, "download_and_extract_archive", refuse)
+
+
+def write_idx(path, array):
+    """An idx file as MNIST's unpack to: 0, 0, type 8 (uint8), number of dimensions, big-endian sizes, bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def make_digits(root, folder):
+    """torchvision's MNIST / FashionMNIST layout. Image k: black, with a centred 8x8 square of grey 20 + 30k."""
+    values = {}
+    for split, labels in DIGIT_LABELS.items():
+        images = np.zeros((len(labels), 28, 28), dtype=np.uint8)
+        for k, label in enumerate(labels):
+            values[f"{'test' if split == 't10k' else split}_{k:05d}"] = 20 + 30 * len(values)
+            images[k, 10:18, 10:18] = list(values.values())[-1]
+        write_idx(root / folder / "raw" / f"{split}-images-idx3-ubyte", images)
+        write_idx(root / folder / "raw" / f"{split}-labels-idx1-ubyte", np.array(labels))
+    return values
+
+
+def test_mnist_is_grayscale_not_trimmed_nor_rotated_and_keeps_its_labels(tmp_path, capsys, no_download):
+    values = make_digits(tmp_path, "MNIST")
+    images, labels, cache_path = preprocess.prepare_data(tmp_path, source="mnist", cache_dir=tmp_path / "cache",
+                                                         size=32, rotations=2, workers=1, progress=False)
+    assert "no white-margin trimming and no rotated copies" in capsys.readouterr().out
+    assert images.shape == (6, 1, 32, 32) and images.dtype == torch.uint8  # 28 px upscaled, never skipped
+    _, _, classes = preprocess.load_cache(cache_path)
+    assert classes == ["0_zero", "1_one", "3_three", "9_nine"]  # torchvision's names, as folder names
+    assert [classes[label] for label in labels] == ["0_zero", "1_one", "1_one", "3_three", "3_three", "9_nine"]
+    manifest = json.loads((cache_path / "manifest.json").read_text())
+    assert manifest["channels"] == 1 and manifest["params"]["rotations"] == 0 and "_r0_" in cache_path.name
+    assert "no rotated copies" in manifest["skipped_steps"] and "--rotations 2" in manifest["skipped_steps"]
+    assert manifest["skipped"] == []
+    # each image is the whole 28 px field resized (not cropped or padded): its square is still centred
+    packed_keys = ["train_00003", "test_00000", "train_00001", "train_00000", "train_00002", "test_00001"]
+    assert images[:, 0, 16, 16].tolist() == [values[key] for key in packed_keys]
+    assert images[:, 0, :4, :4].max() == 0
+    with Image.open(cache_path / "3_three" / "train_00002.png") as png:
+        assert png.mode == "L" and png.size == (32, 32)
+
+
+def test_fashion_mnist_class_folders_read_back_with_imagefolder(tmp_path, no_download):
+    import torchvision
+
+    make_digits(tmp_path, "FashionMNIST")
+    cache_path = preprocess.build_cache(tmp_path, source="fashion-mnist", cache_dir=tmp_path / "cache", size=16,
+                                        workers=1, progress=False)
+    images, labels, classes = preprocess.load_cache(cache_path)
+    # index-prefixed: "T-shirt/top" ... "Ankle boot" alphabetically would not be the label order
+    assert classes == ["0_T_shirt_top", "1_Trouser", "3_Dress", "9_Ankle_boot"]
+    dataset = torchvision.datasets.ImageFolder(cache_path)
+    assert dataset.classes == classes and sorted(dataset.targets) == labels.tolist()
+
+
+def test_cifar10_batches_are_read_in_colour(tmp_path, monkeypatch, no_download):
+    import torchvision.datasets
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    batches = [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]
+    colour = {label: (25 * label, 250 - 25 * label, 90) for label in range(10)}
+    for label, name in enumerate(batches):  # one image a batch, rows of 1,024 R then G then B values
+        planes = np.repeat(np.array(colour[label], dtype=np.uint8), 32 * 32)
+        (folder / name).write_bytes(pickle.dumps({"data": planes[None], "labels": [label]}))
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+    # torchvision checks the real files' MD5 sums; ours are tiny stand-ins
+    cifar = torchvision.datasets.CIFAR10
+    monkeypatch.setattr(cifar, "train_list", [[name, None] for name in batches[:5]])
+    monkeypatch.setattr(cifar, "test_list", [[batches[5], None]])
+    monkeypatch.setattr(cifar, "meta", {**cifar.meta, "md5": None})
+
+    images, labels, cache_path = preprocess.prepare_data(tmp_path, source="cifar10", cache_dir=tmp_path / "cache",
+                                                         size=32, workers=1, progress=False)
+    assert preprocess.load_cache(cache_path)[2] == names[:6] and labels.tolist() == list(range(6))
+    assert images.shape == (6, 3, 32, 32)
+    assert images.float().mean(dim=(2, 3)).tolist() == [list(colour[label]) for label in range(6)]
+
+
+def test_missing_digits_that_cannot_download_are_one_clear_line_and_no_litter(tmp_path, no_download):
+    with pytest.raises(preprocess.PreprocessError) as error:
+        preprocess.build_cache(tmp_path, source="mnist", cache_dir=tmp_path / "cache", **SMALL)
+    message = str(error.value)
+    assert "\n" not in message and str(tmp_path / "MNIST" / "raw") in message and "tests never download" in message
+    assert not (tmp_path / "MNIST").exists()
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -240,7 +347,7 @@ def test_any_image_mode_is_decoded_to_rgb(tmp_path):
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display", as phones write it
     upright.save(folder / "phone.jpg", exif=exif, quality=95)
 
-    shown = preprocess.load_rgb(folder / "phone.jpg")
+    shown = preprocess.load_rgb(folder / "phone.jpg")[0]
     assert shown.size == (80, 120) and shown.getpixel((40, 10))[0] > 200 and shown.getpixel((40, 110))[2] > 200
     cache_path = preprocess.build_cache(folder, source="folder", cache_dir=tmp_path / "cache", size=32,
                                         rotations=0, workers=1, progress=False)
@@ -248,6 +355,79 @@ def test_any_image_mode_is_decoded_to_rgb(tmp_path):
     assert manifest["skipped"] == [] and manifest["num_images"] == 5
     rgba_out = np.asarray(Image.open(cache_path / "modes" / "rgba.png"))
     assert rgba_out.shape == (32, 32, 3) and np.abs(rgba_out.astype(int) - (200, 30, 60)).max() <= 1
+
+
+# ---------------------------------------------------------------- full-size JPEGs: draft-mode decoding
+
+
+def textured_page(path, content_side, page=(640, 600), block=32):
+    """A full-size JPEG: random colour blocks with sharp edges, content_side px square, on a white page.
+    32 px blocks are 3.4 px at --size 64: edges the output can show, not detail it must alias."""
+    rng = np.random.default_rng(0)
+    pixels = np.full((page[1], page[0], 3), 255, dtype=np.uint8)
+    blocks = rng.integers(0, 200, (content_side // block + 1, content_side // block + 1, 3), dtype=np.uint8)
+    top, left = (page[1] - content_side) // 3, (page[0] - content_side) // 2
+    content = blocks.repeat(block, axis=0).repeat(block, axis=1)[:content_side, :content_side]
+    pixels[top:top + content_side, left:left + content_side] = content
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, quality=95)
+
+
+def laplacian_variance(image):
+    return ndimage.laplace(np.asarray(image.convert("L"), dtype=np.float64)).var()
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """Whether each load_rgb call came back reduced (decoded at 1/2, 1/4 or 1/8 scale)."""
+    reduced, real_load = [], preprocess.load_rgb
+
+    def spy(*args, **kwargs):
+        image, was_reduced = real_load(*args, **kwargs)
+        reduced.append(was_reduced)
+        return image, was_reduced
+
+    monkeypatch.setattr(preprocess, "load_rgb", spy)
+    return reduced
+
+
+def test_draft_decoding_keeps_the_full_size_skip_decisions_and_sizes(tmp_path, monkeypatch, decodes):
+    # 60..63 px of content straddle --size 64 (JPEG ringing around it adds a pixel or two)
+    for side in (60, 61, 62, 63, 150, 500):
+        textured_page(tmp_path / "pages" / f"content_{side:03d}.jpg", side)
+
+    def build(cache):
+        path = preprocess.build_cache(tmp_path / "pages", source="folder", cache_dir=tmp_path / cache, size=64,
+                                      rotations=1, workers=1, progress=False)
+        return json.loads((path / "manifest.json").read_text()), preprocess.load_cache(path)[0]
+
+    manifest, images = build("draft")
+    assert True in decodes, "draft mode never kicked in: the test would prove nothing"
+    with monkeypatch.context() as full_size:
+        full_size.setattr(JpegImagePlugin.JpegImageFile, "draft", lambda self, mode, size: None)
+        reference, reference_images = build("full")
+    too_small = [entry["file"] for entry in reference["skipped"] if "too small" in entry["reason"]]
+    assert 0 < len(too_small) < 4  # the boundary is exercised: some of the 60..63 px pages are kept, some not
+    assert manifest["skipped"] == reference["skipped"]  # same files, same reasons, sizes in original pixels
+    assert images.shape == reference_images.shape == (2 * (6 - len(too_small)), 3, 64, 64)
+
+
+def test_rotated_copies_are_as_sharp_as_rotating_at_full_size(tmp_path, decodes):
+    textured_page(tmp_path / "photos" / "sharp.jpg", 600, page=(600, 600))
+    cache_path = preprocess.build_cache(tmp_path / "photos", source="folder", cache_dir=tmp_path / "cache", size=64,
+                                        rotations=2, workers=1, progress=False)
+    assert decodes == [True]  # decoded at half size, never at full size
+    # the old pipeline: decode, rotate and crop at full size, then one LANCZOS reduction
+    full_size = preprocess.load_rgb(tmp_path / "photos" / "sharp.jpg")[0]
+    square = preprocess.centre_square(preprocess.trim_white_margins(full_size))
+    angles = preprocess.rotation_angles(0, "sharp.jpg", 2, preprocess.DEFAULT_MAX_ANGLE)
+    references = [preprocess.resize(square, 64)] + [preprocess.resize(preprocess.rotated_square(square, a), 64)
+                                                    for a in angles]
+    for name, reference in zip(preprocess.output_names("sharp", 2), references):
+        with Image.open(cache_path / "photos" / name) as made:
+            assert laplacian_variance(made) >= 0.95 * laplacian_variance(reference), name
+            # the same picture (the crop differs by under a pixel: its safety margin is 1 px at either scale)
+            assert np.corrcoef(np.asarray(made).ravel(), np.asarray(reference).ravel())[0, 1] > 0.9, name
 
 
 # ---------------------------------------------------------------- determinism and the cache
@@ -414,6 +594,8 @@ def test_cli_help_mentions_every_option():
                  "--workers", "--synthetic-images", "--synthetic-classes", "--progress"):
         assert flag in result.stdout
     assert f"(default: {preprocess.DEFAULT_ROTATIONS})" in result.stdout
+    for source in ("mnist", "fashion-mnist", "cifar10"):
+        assert source in result.stdout and source in preprocess.__doc__
 
 
 def test_cli_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path):
