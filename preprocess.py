@@ -261,11 +261,14 @@ def rotation_angles(seed, key, rotations, max_angle):
 def load_trimmed(path, working):
     """The file decoded (at a reduced JPEG scale where that leaves >= working px) and trimmed."""
     picture, reduced = load_rgb(path, draft_side=math.ceil(working * DRAFT_HEADROOM))
-    picture = trim_white_margins(picture)
-    if reduced and min(picture.size) < working:
-        # wide margins: decode at full size, so the too-small rule always sees the original pixels
-        picture = trim_white_margins(load_rgb(path)[0])
-    return picture
+    if reduced:
+        with contextlib.suppress(SkipImage):
+            trimmed = trim_white_margins(picture)
+            if min(trimmed.size) >= working:
+                return trimmed
+        # wide margins or a blank page: judged at full size, so the skip rules see the original pixels
+        picture = load_rgb(path)[0]
+    return trim_white_margins(picture)
 
 
 def clean_and_rotate(picture, size, angles, working):

@@ -395,6 +395,11 @@ def test_draft_decoding_keeps_the_full_size_skip_decisions_and_sizes(tmp_path, m
     # 60..63 px of content straddle --size 64 (JPEG ringing around it adds a pixel or two)
     for side in (60, 61, 62, 63, 150, 500):
         textured_page(tmp_path / "pages" / f"content_{side:03d}.jpg", side)
+    faint = np.full((600, 640, 3), 255, dtype=np.uint8)
+    faint[:, 300] = faint[200] = 225  # 1 px lines: too small at full size, blank at half size
+    Image.fromarray(faint).save(tmp_path / "pages" / "faint_lines.jpg", quality=95)
+    whole = (tmp_path / "pages" / "content_500.jpg").read_bytes()
+    (tmp_path / "pages" / "truncated.jpg").write_bytes(whole[:len(whole) // 2])
 
     def build(cache):
         path = preprocess.build_cache(tmp_path / "pages", source="folder", cache_dir=tmp_path / cache, size=64,
@@ -406,10 +411,12 @@ def test_draft_decoding_keeps_the_full_size_skip_decisions_and_sizes(tmp_path, m
     with monkeypatch.context() as full_size:
         full_size.setattr(JpegImagePlugin.JpegImageFile, "draft", lambda self, mode, size: None)
         reference, reference_images = build("full")
-    too_small = [entry["file"] for entry in reference["skipped"] if "too small" in entry["reason"]]
+    reasons = {entry["file"]: entry["reason"] for entry in reference["skipped"]}
+    too_small = [name for name, reason in reasons.items() if name.startswith("content") and "too small" in reason]
     assert 0 < len(too_small) < 4  # the boundary is exercised: some of the 60..63 px pages are kept, some not
+    assert "1x1" in reasons["faint_lines.jpg"] and "truncated" in reasons["truncated.jpg"]
     assert manifest["skipped"] == reference["skipped"]  # same files, same reasons, sizes in original pixels
-    assert images.shape == reference_images.shape == (2 * (6 - len(too_small)), 3, 64, 64)
+    assert images.shape == reference_images.shape == (2 * (8 - len(reasons)), 3, 64, 64)
 
 
 def test_rotated_copies_are_as_sharp_as_rotating_at_full_size(tmp_path, decodes):
