@@ -9,15 +9,21 @@ samples from the same fixed noise (same seed), so the sample grids differ only b
 
 Outputs in --out-dir:
 - comparison.png: one row per run: final samples, losses against step (raw, faint, and
-  smoothed), and SWD against epoch when the run kept generator snapshots (snapshot_every).
+  smoothed), and SWD and FD against epoch when the run kept generator snapshots (snapshot_every).
 - comparison.md (also printed): a table of sizes, budgets and final quality, the per-level
   sliced Wasserstein distances, warnings, and a few sentences on which run is best and how far
   to trust that.
+Both are written whole or not at all (a temporary file, then a rename).
 
-Quality needs no network: the sliced Wasserstein distance (SWD) of Karras et al. 2018
+Quality needs no download. Texture: the sliced Wasserstein distance (SWD) of Karras et al. 2018
 ("Progressive Growing of GANs", Appendix D) between generated images and the real images of
-the preprocess cache the run trained on. FID and KID are added when torchmetrics and its
-Inception weights are installed; otherwise the table says why they were skipped.
+the preprocess cache the run trained on; it compares 7x7 patches. Global structure: the Frechet
+distance (FD) and KID between generated and held-out real images in the features of a small CNN
+trained to tell the cache's own classes apart, trained once per cache and kept beside it
+(<cache>/classifier.pt). Not FID: another network, so not comparable with published FIDs. For
+class-conditional runs the same CNN gives the class match: how often an image generated for class
+c is recognised as c. FID and KID (Inception) are added when torchmetrics and its weights are
+installed; otherwise the table says why they were skipped.
 
 Bad input (a folder that is not a run, a missing cache, weights the loader refuses) stops the
 whole comparison with a one-line `error: ...` and exit status 2 before anything is written:
@@ -26,12 +32,16 @@ a table that silently leaves a run out would answer a different question than th
 
 import argparse
 import csv
+import hashlib
 import importlib
+import io
 import json
 import math
 import os
+import pickle
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +92,25 @@ BUDGET_KEYS = {  # run_info key -> how the caveat names it
     "img_size": "image size (px)",
 }
 SMOOTHING_POINTS = 50  # the smoothed loss curve averages over ~1/50 of the run
-GENERATE_BATCH = 250  # noise vectors per generator call: bounds memory at 1,000+ samples
+BATCH = 250  # images per generator, classifier or resize call: bounds memory at 1,000+ images
+
+# Global structure (issue 16). SWD compares 7x7 patches: a run can grow petals and centres while
+# its 64 px texture gets worse, at the same average SWD. The cache's own classifier compares whole
+# images instead: FD and KID between the penultimate features (global average pooling of its last
+# block) of generated and held-out real images. Trained on the cache itself: nothing to download.
+CLASSIFIER_FILE = "classifier.pt"  # kept in the cache folder, reused by every comparison on it
+CLASSIFIER_VERSION = 1  # bump when the network, its input, its split or its training changes
+CLASSIFIER_SIZE = 32  # px: layout and shape; the finest texture is SWD's business
+CLASSIFIER_WIDTHS = (32, 64, 128, 256)  # channels of the conv blocks; the last is the feature size
+CLASSIFIER_STEPS = 900  # Adam steps, whatever the cache size: 3 minutes on a quiet CPU core (6 when busy)
+CLASSIFIER_BATCH = 128
+CLASSIFIER_LR = 2e-3  # peak of the one-cycle schedule
+CLASSIFIER_SHIFT = 2  # px of random shift (with random horizontal flips) while training
+CLASSIFIER_SMOOTHING = 0.1  # label smoothing: 102 classes of a few dozen images each overfit fast
+CLASSIFIER_SEED = 0  # fixed, not --seed: one classifier per cache, whatever the comparison
+HELD_OUT = 0.25  # of the source images (all their rotated copies) never trained on
+KID_SUBSETS = 50  # random subsets of up to KID_SUBSET images each; KID is their mean
+TOP_K = 5  # the class match also reports top-5 (102 classes: top-1 alone is harsh)
 
 
 class RunError(Exception):
@@ -100,20 +128,30 @@ class Run:
     generator: torch.nn.Module
     snapshots: list  # [(epoch, path)] of snapshots/generator_epoch_NNN.pkl, by epoch
     load: object  # path -> generator, through the run's own script (raises RunError)
+    conditional: bool  # the generator takes (z, labels): config "conditional"
+    class_names: list  # config.json "data": the classes its labels index (None if not written)
+    torn_row: bool  # metrics.csv ended in a partial row (a run still writing), left out
 
 
 def read_csv_columns(path, columns):
-    """A CSV of numbers as {column: float array}; "nan" and "inf" parse as themselves."""
+    """A CSV of numbers as ({column: float array}, whether a torn last row was left out).
+
+    "nan" and "inf" parse as themselves. A run appends whole lines, so a last row without its
+    line end was caught mid-write and is left out; a bad row anywhere else is damage and refused.
+    """
     with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [name for name in columns if name not in (reader.fieldnames or ())]
-        if missing:
-            raise RunError(f"{path} lacks the column(s) {', '.join(missing)}")
-        try:
-            rows = [[float(row[name]) for name in columns] for row in reader]
-        except (TypeError, ValueError) as error:  # a short row gives None, a word gives ValueError
-            raise RunError(f"{path} holds something that is not a number ({error})") from None
-    return dict(zip(columns, np.array(rows, dtype=float).reshape(-1, len(columns)).T))
+        text = handle.read()
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [name for name in columns if name not in (reader.fieldnames or ())]
+    if missing:
+        raise RunError(f"{path} lacks the column(s) {', '.join(missing)}")
+    rows = list(reader)
+    torn = bool(rows) and not text.endswith("\n")
+    try:
+        rows = [[float(row[name]) for name in columns] for row in (rows[:-1] if torn else rows)]
+    except (TypeError, ValueError) as error:  # a short row gives None, a word gives ValueError
+        raise RunError(f"{path} holds something that is not a number ({error})") from None
+    return dict(zip(columns, np.array(rows, dtype=float).reshape(-1, len(columns)).T)), torn
 
 
 def read_json(path):
@@ -134,7 +172,8 @@ def load_run(folder, device="cpu"):
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if missing:
         raise RunError(f"{folder} is not a run folder (no {', '.join(missing)})")
-    script = read_json(folder / "config.json").get("script")
+    saved_config = read_json(folder / "config.json")
+    script = saved_config.get("script")
     if script not in SCRIPTS:
         raise RunError(f"{folder}/config.json names script {script!r}, expected one of {SCRIPTS}")
     try:
@@ -146,9 +185,12 @@ def load_run(folder, device="cpu"):
     except module.ConfigError as error:  # the scripts' one-line refusal
         raise RunError(f"{folder}: {error}") from None
 
+    # "data" (channels, class names) only where the run wrote it: older loaders take no such argument.
+    data = {"data": saved_config["data"]} if "data" in saved_config else {}
+
     def load(path):
         try:
-            return module.load_generator(path, config, device=device)
+            return module.load_generator(path, config, device=device, **data)
         except (module.ConfigError, module.WeightsError) as error:
             raise RunError(f"{folder}: {error}") from None
 
@@ -159,36 +201,54 @@ def load_run(folder, device="cpu"):
         raise RunError(f"{folder}/run_info.json lacks {', '.join(missing)}")
     snapshots = sorted((int(match.group(1)), path) for path in (folder / "snapshots").glob("*.pkl")
                        if (match := SNAPSHOT_NAME.fullmatch(path.name)))
+    metrics, torn_row = read_csv_columns(folder / "metrics.csv", METRICS_COLUMNS)
     return Run(
         folder=folder,
         variant=info.get("variant", script),
         config=config,
         info=info,
-        metrics=read_csv_columns(folder / "metrics.csv", METRICS_COLUMNS),
+        metrics=metrics,
         generator=generator,
         snapshots=snapshots,
         load=load,
+        conditional=bool(getattr(config, "conditional", False)),
+        class_names=saved_config.get("data", {}).get("class_names"),
+        torn_row=torn_row,
     )
 
 
-def load_real_images(cache_path):
-    """The real images (uint8 [N, 3, H, W]) of a preprocess cache folder."""
-    if not Path(cache_path).exists():
+@dataclass
+class Cache:
+    path: Path
+    images: torch.Tensor  # uint8 [N, C, H, W]
+    labels: torch.Tensor  # int64 [N], indices into classes
+    classes: list
+    copies: int  # 1 + rotations: the packed order is each source image, then its rotated copies
+
+
+def load_real_cache(cache_path):
+    """The real images, labels and classes of a preprocess cache folder."""
+    cache_path = Path(cache_path)
+    if not cache_path.exists():
         raise RunError(f"real-image cache {cache_path} not found; pass --cache with the preprocess cache "
                        "folder the runs trained on")
     try:
-        images, _labels, _classes = preprocess.load_cache(cache_path)
+        images, labels, classes = preprocess.load_cache(cache_path)
     except preprocess.PreprocessError as error:
         raise RunError(one_line(error)) from None
-    return images
+    copies = 1 + read_json(cache_path / "manifest.json").get("params", {}).get("rotations", 0)
+    if len(images) % copies:
+        raise RunError(f"{cache_path}: {len(images)} images are not whole groups of {copies} copies "
+                       "(manifest.json params.rotations)")
+    return Cache(cache_path, images, labels, list(classes), copies)
 
 
 def resize_uint8(images, size):
-    """Real images at the generator's resolution, so that both sides are measured alike."""
+    """Images at another resolution (the generator's, the classifier's), antialiased, in chunks."""
     if images.shape[-1] == size:
         return images
-    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True)
-    return resized.round().clamp(0, 255).to(torch.uint8)
+    return torch.cat([F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True)
+                      .round().clamp(0, 255).to(torch.uint8) for chunk in images.split(BATCH)])
 
 
 def to_uint8(images):
@@ -197,9 +257,12 @@ def to_uint8(images):
 
 
 @torch.inference_mode()
-def generate(generator, z):
+def generate(generator, z, labels=None):
+    """uint8 images from noise z; a conditional generator also gets the classes (long [N]) to draw."""
     device = next(generator.parameters()).device
-    return torch.cat([to_uint8(generator(chunk.to(device)).float().cpu()) for chunk in z.split(GENERATE_BATCH)])
+    batches = zip(*(inputs.split(BATCH) for inputs in ((z,) if labels is None else (z, labels))))
+    return torch.cat([to_uint8(generator(*(inputs.to(device) for inputs in batch)).float().cpu())
+                      for batch in batches])
 
 
 # -------------------------------------------------------------- sliced Wasserstein distance
@@ -351,6 +414,204 @@ class InceptionMetrics:
         return f"{fid:.2f} / {kid.item():.4f}"
 
 
+# ------------------------------------------------------- global structure: the cache's own CNN
+def structure_network(channels, num_classes):
+    """network[0]: conv-BN-ReLU-maxpool blocks and global average pooling (the features);
+    network[1]: a linear layer from the features to the classes."""
+    layers, width_in = [], channels
+    for width in CLASSIFIER_WIDTHS:
+        layers += [torch.nn.Conv2d(width_in, width, 3, padding=1, bias=False), torch.nn.BatchNorm2d(width),
+                   torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
+        width_in = width
+    features = torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    return torch.nn.Sequential(features, torch.nn.Linear(width_in, num_classes))
+
+
+def held_out_split(cache):
+    """(training, held-out, half A, half B) image indices, split by source image.
+
+    All copies of a source image fall on one side: a rotated copy of a training image among the
+    held-out ones would inflate the accuracy. A and B split the held-out source images in two and
+    take one random copy of each: disjoint real samples for the reference and the floor.
+    """
+    random = torch.Generator().manual_seed(CLASSIFIER_SEED)
+    sources = torch.randperm(len(cache.images) // cache.copies, generator=random)
+    count = round(HELD_OUT * len(sources))
+    held, trained = sources[:count], sources[count:]
+    every_copy = torch.arange(cache.copies)
+    one_copy = held * cache.copies + torch.randint(cache.copies, (count,), generator=random)
+    return ((trained[:, None] * cache.copies + every_copy).flatten(),
+            (held[:, None] * cache.copies + every_copy).flatten(), one_copy[:count // 2], one_copy[count // 2:])
+
+
+def shift_and_flip(images, random):
+    """Per image: a random horizontal flip and a random shift of up to CLASSIFIER_SHIFT whole pixels."""
+    n, size = len(images), images.shape[-1]
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = torch.where(torch.rand(n, generator=random) < 0.5, -1.0, 1.0)
+    theta[:, 1, 1] = 1
+    theta[:, :, 2] = torch.randint(-CLASSIFIER_SHIFT, CLASSIFIER_SHIFT + 1, (n, 2), generator=random) * 2 / size
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="nearest", padding_mode="reflection", align_corners=False)
+
+
+def as_input(images_uint8):
+    return images_uint8.float() / 127.5 - 1
+
+
+def train_classifier(images, labels, num_classes, device):
+    """A structure_network fitted to images (uint8 at CLASSIFIER_SIZE px): Adam, one-cycle schedule."""
+    with torch.random.fork_rng(devices=[]):  # a fixed initialisation that leaves the global RNG alone
+        torch.manual_seed(CLASSIFIER_SEED)
+        network = structure_network(images.shape[1], num_classes).to(device)
+    random = torch.Generator().manual_seed(CLASSIFIER_SEED)
+    optimiser = torch.optim.Adam(network.parameters(), lr=CLASSIFIER_LR)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, CLASSIFIER_LR, total_steps=CLASSIFIER_STEPS)
+    for _ in tqdm(range(CLASSIFIER_STEPS), desc="cache classifier", disable=None):
+        batch = torch.randint(len(images), (CLASSIFIER_BATCH,), generator=random)
+        logits = network(shift_and_flip(as_input(images[batch]), random).to(device))
+        loss = F.cross_entropy(logits, labels[batch].to(device), label_smoothing=CLASSIFIER_SMOOTHING)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+    return network.eval()
+
+
+@torch.inference_mode()
+def classify(network, images_uint8):
+    """(penultimate features as float64, logits) of uint8 images of any size."""
+    device = next(network.parameters()).device
+    features, logits = [], []
+    for chunk in resize_uint8(images_uint8, CLASSIFIER_SIZE).split(BATCH):
+        feature = network[0](as_input(chunk).to(device))
+        features.append(feature.double().cpu())
+        logits.append(network[1](feature).float().cpu())
+    return torch.cat(features), torch.cat(logits)
+
+
+def top_k_accuracy(logits, labels, k):
+    return (logits.topk(min(k, logits.shape[1])).indices == labels[:, None]).any(dim=1).float().mean().item()
+
+
+def frechet_distance(a, b):
+    """|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) between two feature sets, in float64.
+
+    Tr (S_a S_b)^1/2 = Tr (S_a^1/2 S_b S_a^1/2)^1/2, and the latter matrix is symmetric: two
+    symmetric eigen-decompositions instead of a general matrix square root.
+    """
+    a, b = a.double(), b.double()
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    values, vectors = torch.linalg.eigh(cov_a)
+    root_a = vectors * values.clamp_min(0).sqrt() @ vectors.T
+    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp_min(0).sqrt().sum()
+    return ((a.mean(0) - b.mean(0)).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross).item()
+
+
+def kernel_distance(a, b, seed, subsets=KID_SUBSETS):
+    """KID (Binkowski et al. 2018): the unbiased MMD^2 with the kernel (x.y / d + 1)^3,
+    averaged over random subsets of up to KID_SUBSET images of each set."""
+    a, b = a.double(), b.double()
+    size = min(KID_SUBSET, len(a), len(b))
+    random = torch.Generator().manual_seed(seed)
+    estimates = []
+    for _ in range(subsets):
+        x = a[torch.randperm(len(a), generator=random)[:size]]
+        y = b[torch.randperm(len(b), generator=random)[:size]]
+        k_xx, k_yy, k_xy = ((p @ q.T / a.shape[1] + 1) ** 3 for p, q in ((x, x), (y, y), (x, y)))
+        within = (k_xx.sum() - k_xx.trace() + k_yy.sum() - k_yy.trace()) / (size * (size - 1))
+        estimates.append(within - 2 * k_xy.mean())
+    return torch.stack(estimates).mean().item()
+
+
+def cache_fingerprint(cache):
+    """What the classifier was trained on: the images, labels and copy grouping, hashed."""
+    digest = hashlib.sha256(cache.images.contiguous().numpy())
+    digest.update(cache.labels.contiguous().numpy())
+    digest.update(f"{cache.copies} {CLASSIFIER_VERSION}".encode())
+    return digest.hexdigest()
+
+
+CLASSIFIER_INFO = ("top1", "top5", "train_seconds", "train_images", "held_out_images")
+
+
+def read_classifier(path, fingerprint):
+    """(network, info) from a classifier file made for this cache, else (None, why not)."""
+    if not path.is_file():
+        return None, f"none kept in {path}"
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
+            return None, f"{path} was made for other images or another version"
+        network = structure_network(saved["channels"], saved["num_classes"])
+        network.load_state_dict(saved["state_dict"])
+        return network.eval(), {key: saved[key] for key in CLASSIFIER_INFO}
+    except (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as error:
+        return None, f"{path} is unreadable ({type(error).__name__})"
+
+
+def cache_classifier(cache, device):
+    """The cache's classifier and its info: from <cache>/classifier.pt, or trained now and kept there."""
+    path = cache.path / CLASSIFIER_FILE
+    fingerprint = cache_fingerprint(cache)
+    network, info = read_classifier(path, fingerprint)
+    if network is not None:
+        return network.to(device), info
+    print(f"training the cache's classifier ({info}); kept for later comparisons", file=sys.stderr)
+    start = time.time()
+    trained, held_out, _, _ = held_out_split(cache)
+    small = resize_uint8(cache.images, CLASSIFIER_SIZE)
+    network = train_classifier(small[trained], cache.labels[trained], len(cache.classes), device)
+    _, logits = classify(network, small[held_out])
+    labels = cache.labels[held_out]
+    info = {"top1": top_k_accuracy(logits, labels, 1), "top5": top_k_accuracy(logits, labels, TOP_K),
+            "train_seconds": time.time() - start, "train_images": len(trained), "held_out_images": len(held_out)}
+    saved = {"fingerprint": fingerprint, "channels": cache.images.shape[1], "num_classes": len(cache.classes),
+             "state_dict": {key: value.cpu() for key, value in network.state_dict().items()}, **info}
+    try:
+        preprocess.write_atomically(path, lambda file: torch.save(saved, file))
+    except OSError as error:  # a read-only cache: the numbers stand, the next comparison trains again
+        print(f"note: cannot keep the classifier in {path} ({one_line(error)})", file=sys.stderr)
+    return network, info
+
+
+class StructureMeasure:
+    """FD and KID between generated and held-out real images in the cache classifier's features,
+    and the class match of conditional runs. `skipped` holds the reason when there is none."""
+
+    def __init__(self, cache, num_images, seed, device="cpu", enabled=True):
+        self.seed, self.num_classes, self.path = seed, len(cache.classes), cache.path / CLASSIFIER_FILE
+        self.skipped = None if enabled else "skipped: --no-structure given"
+        if enabled and self.num_classes < 2:
+            self.skipped = ("skipped: the cache has one class (a flat folder?), so there are no classes for "
+                            "a classifier to learn and no features to compare")
+        elif enabled and len(cache.images) // cache.copies < 8:
+            self.skipped = "skipped: fewer than 8 source images in the cache"
+        if self.skipped:
+            return
+        self.network, self.info = cache_classifier(cache, device)
+        _, _, half_a, half_b = held_out_split(cache)
+        count = min(num_images, len(half_a), len(half_b))
+        self.reference = classify(self.network, cache.images[half_a[:count]])[0]
+        self.floor = self(cache.images[half_b[:count]])
+
+    def __call__(self, images_uint8, labels=None, kid=True):
+        """{"fd", "kid" (unless kid=False), and "top1", "top5" when labels are given}, or None if skipped.
+
+        FD and KID use as many images as the reference has, so that they sit on the floor's footing.
+        """
+        if self.skipped:
+            return None
+        features, logits = classify(self.network, images_uint8)
+        features = features[:len(self.reference)]
+        result = {"fd": frechet_distance(self.reference, features)}
+        if kid:
+            result["kid"] = kernel_distance(self.reference, features, self.seed)
+        if labels is not None:
+            result.update(top1=top_k_accuracy(logits, labels, 1), top5=top_k_accuracy(logits, labels, TOP_K))
+        return result
+
+
 def check_device(name):
     try:
         device = torch.device(name)
@@ -398,21 +659,22 @@ def diversity(fake_uint8, real_uint8):
 # ------------------------------------------------------------------------------- scoring
 @dataclass
 class Score:
-    samples: torch.Tensor  # uint8 [n, 3, s, s], all from the shared fixed noise
+    samples: torch.Tensor  # uint8 [n, C, s, s], all from the shared fixed noise (and labels)
     swd: dict  # sliced_wasserstein() of the samples against the real images, x 10^3
+    structure: dict  # StructureMeasure(): "fd", "kid" (and "top1", "top5" if conditional); None if skipped
     inception: str  # "FID / KID" as numbers, or "skipped: <reason>"
     diversity: float
-    curve: list  # [(epoch, average SWD)]: the snapshots, then the final generator
+    curve: list  # [(epoch, average SWD, FD or None)]: the snapshots, then the final generator
     unreadable: list  # snapshot files the loader refused, left out of the curve
 
 
-def quality_curve(run, final_swd, real, z, seed, enabled):
-    """SWD of every snapshot the run kept, then of its final generator: quality against epoch.
+def quality_curve(run, final, measure, enabled):
+    """SWD and FD of every snapshot the run kept, then of its final generator: quality against epoch.
 
     A snapshot the loader refuses (truncated, tampered with) is left out and named, not fatal:
     the final generator, which the comparison is about, has been loaded already.
     """
-    curve, unreadable = [], []
+    points, unreadable = [], []
     for epoch, path in run.snapshots if enabled else []:
         if epoch >= run.info["epochs_done"]:  # the same weights as generator.pkl (or a stray file)
             continue
@@ -421,15 +683,16 @@ def quality_curve(run, final_swd, real, z, seed, enabled):
         except RunError:
             unreadable.append(path.name)
             continue
-        curve.append((epoch, sliced_wasserstein(real, generate(generator, z), seed)["avg"]))
-    curve.append((run.info["epochs_done"], final_swd["avg"]))
-    return curve, unreadable
+        points.append((epoch, *measure(generator, kid=False)[1:]))
+    points.append((run.info["epochs_done"], *final))
+    return [(epoch, swd["avg"], quality and quality["fd"]) for epoch, swd, quality in points], unreadable
 
 
-def score_runs(runs, real, reference, num_images, seed, inception, snapshots=True):
+def score_runs(runs, real, reference, num_images, seed, inception, structure, snapshots=True):
     """Score every run on the same real images; also the real-vs-real SWD floor per size.
 
     With snapshots, each run's snapshots are scored too, on the same noise and real images.
+    Conditional runs draw the classes 0, 1, ..., C-1, 0, 1, ... (the same labels for every run).
 
     real and reference are disjoint real samples of num_images each: SWD between them is what a
     perfect generator would score at this sample size.
@@ -441,10 +704,15 @@ def score_runs(runs, real, reference, num_images, seed, inception, snapshots=Tru
         if size not in floors:
             floors[size] = sliced_wasserstein(real_at_size, resize_uint8(reference, size), seed)
         z = torch.randn(num_images, run.config.z_dim, generator=torch.Generator().manual_seed(seed))
-        samples = generate(run.generator, z)
-        swd = sliced_wasserstein(real_at_size, samples, seed)
-        curve, unreadable = quality_curve(run, swd, real_at_size, z, seed, snapshots)
-        scores.append(Score(samples=samples, swd=swd, inception=inception(samples),
+        labels = torch.arange(num_images) % structure.num_classes if run.conditional else None
+
+        def measure(generator, kid=True):
+            samples = generate(generator, z, labels)
+            return samples, sliced_wasserstein(real_at_size, samples, seed), structure(samples, labels, kid)
+
+        samples, swd, quality = measure(run.generator)
+        curve, unreadable = quality_curve(run, (swd, quality), measure, snapshots)
+        scores.append(Score(samples=samples, swd=swd, structure=quality, inception=inception(samples),
                             diversity=diversity(samples, real_at_size), curve=curve, unreadable=unreadable))
     return scores, floors
 
@@ -467,6 +735,8 @@ def run_warnings(run, score):
         warnings.append(f"unfinished: {run.info['epochs_done']} of {run.info['epochs']} epochs")
     if score.unreadable:
         warnings.append(f"unreadable snapshot(s) left out of the SWD curve: {', '.join(score.unreadable)}")
+    if run.torn_row:
+        warnings.append("metrics.csv ends in a partial row (a run still writing?), left out")
     return warnings
 
 
@@ -486,10 +756,18 @@ def budget_caveats(runs):
 
 # ------------------------------------------------------------------------------- the report
 LEVEL_MEANING = {"finest": "fine detail and texture", "middle": "mid-scale shapes", "coarsest": "layout and colour"}
+FD_NAME = "FD (cache CNN)"  # never "FID": another network, another scale
 
 
 def level_cell(swd, level):
     return f"{swd[level]:.2f}" if level in swd else "-"
+
+
+def best_in_bold(values):
+    """Two-decimal cells of one column, the lowest in bold when there are runs to compare."""
+    present = [value for value in values if value is not None]
+    best = min(present) if len(present) > 1 else None
+    return ["-" if value is None else f"**{value:.2f}**" if value == best else f"{value:.2f}" for value in values]
 
 
 def markdown_table(header, rows):
@@ -503,31 +781,66 @@ def level_meaning(levels, level):
     return LEVEL_MEANING["coarsest"] if level == levels[-1] else LEVEL_MEANING["middle"]
 
 
-def verdict(runs, scores, floors, warnings):
-    """A few sentences: which run is best on SWD, by how much, where, and how far to trust it."""
-    ranked = sorted(range(len(runs)), key=lambda index: scores[index].swd["avg"])
-    best = ranked[0]
+def fd_of(score):
+    return score.structure["fd"] if score.structure else None
 
+
+def verdict(runs, scores, floors, warnings, fd_floor=None):
+    """A few sentences: which run is best on SWD and on FD, by how much, where, how far to trust it.
+
+    When the two disagree no run is called best: the sentences say which levels of SWD each run
+    leads, so that a reader can tell texture from shape.
+    """
     def name(index):
         return f"{runs[index].variant} (`{runs[index].folder.name}`)"
 
-    floor = floors[runs[best].config.img_size]["avg"]
-    sentences = [f"Best on SWD: {name(best)}, average SWD {scores[best].swd['avg']:.2f} x10^3"]
-    if len(ranked) > 1:
-        others = ", ".join(f"{scores[index].swd['avg']:.2f} for {name(index)}" for index in ranked[1:])
-        sentences[0] += f" against {others}."
-        runner_up = ranked[1]
-        levels = [key for key in scores[best].swd if key in scores[runner_up].swd and key != "avg"]
-        gaps = {level: scores[runner_up].swd[level] - scores[best].swd[level] for level in levels}
-        widest = max(gaps, key=gaps.get)
-        sentences.append(
-            f"Its lead over {runs[runner_up].variant} is widest at the {widest} level "
-            f"({level_meaning(levels, widest)}): {gaps[widest]:+.2f} x10^3."
-        )
+    def ranked(value):
+        return sorted(range(len(runs)), key=lambda index: value(scores[index]))
+
+    def swd(index):
+        return scores[index].swd["avg"]
+
+    by_swd = ranked(lambda score: score.swd["avg"])
+    by_fd = ranked(fd_of) if all(score.structure for score in scores) else None
+    best = by_swd[0]
+    if by_fd and by_fd[0] != best:
+        best, other = by_fd[0], by_swd[0]
+        levels = [key for key in scores[best].swd if key in scores[other].swd and key != "avg"]
+        gaps = {level: scores[other].swd[level] - scores[best].swd[level] for level in levels}
+
+        def where(ahead):
+            return ", ".join(f"{level} ({level_meaning(levels, level)}, {abs(gaps[level]):.2f})"
+                             for level in levels if ahead(gaps[level])) or "no level"
+
+        sentences = [
+            f"SWD and {FD_NAME} disagree, so no run is called best: on SWD {name(other)} leads ({swd(other):.2f} "
+            f"against {swd(best):.2f} x10^3 for {name(best)}), on {FD_NAME} {name(best)} leads "
+            f"({fd_of(scores[best]):.2f} against {fd_of(scores[other]):.2f}).",
+            f"By SWD level, {runs[best].variant} is ahead at {where(lambda gap: gap > 0)} and "
+            f"{runs[other].variant} at {where(lambda gap: gap <= 0)}: the FD sees whole images (layout, "
+            "shapes), SWD's patches see texture; the samples say which matters here.",
+        ]
     else:
-        sentences[0] += "."
+        sentences = [f"Best on SWD: {name(best)}, average SWD {swd(best):.2f} x10^3"]
+        if len(runs) > 1:
+            sentences[0] += f" against {', '.join(f'{swd(index):.2f} for {name(index)}' for index in by_swd[1:])}."
+            runner_up = by_swd[1]
+            levels = [key for key in scores[best].swd if key in scores[runner_up].swd and key != "avg"]
+            gaps = {level: scores[runner_up].swd[level] - scores[best].swd[level] for level in levels}
+            widest = max(gaps, key=gaps.get)
+            sentences.append(
+                f"Its lead over {runs[runner_up].variant} is widest at the {widest} level "
+                f"({level_meaning(levels, widest)}): {gaps[widest]:+.2f} x10^3."
+            )
+        else:
+            sentences[0] += "."
+        if by_fd:
+            others = "".join(f", against {fd_of(scores[index]):.2f} for {name(index)}" for index in by_fd[1:])
+            sentences.append(f"{FD_NAME} {'agrees' if len(runs) > 1 else 'is'}: {fd_of(scores[best]):.2f}{others}.")
+    floor = floors[runs[best].config.img_size]["avg"]
     sentences.append(
-        f"For scale, two disjoint samples of real images score {floor:.2f} x10^3 at this sample size: "
+        f"For scale, two disjoint samples of real images score {floor:.2f} x10^3 on SWD"
+        f"{f' and {fd_floor:.2f} on {FD_NAME}' if fd_floor is not None else ''} at this sample size: "
         "no generator can be expected to score much below that."
     )
     sizes = sorted({run.config.img_size for run in runs})
@@ -535,29 +848,57 @@ def verdict(runs, scores, floors, warnings):
         sentences.append(f"Caution: the runs differ in image size ({', '.join(f'{size} px' for size in sizes)}): "
                          "their SWDs average different pyramid levels, so compare runs of one size only.")
     if warnings[best]:
-        sentences.append(f"Caution: the best run has warnings ({'; '.join(warnings[best])}).")
+        sentences.append(f"Caution: the {'best ' if not by_fd or by_fd[0] == by_swd[0] else ''}run "
+                         f"{runs[best].variant} has warnings ({'; '.join(warnings[best])}).")
     return sentences
 
 
-def trend(curve):
-    """Where a run's SWD curve ends: still falling, or past its best."""
-    best_epoch, best = min(curve, key=lambda point: point[1])
+def trend(curve, column, measure):
+    """Where a run's curve of one measure ends: still falling, or past its best."""
+    best_epoch, best = min(((point[0], point[column]) for point in curve), key=lambda point: point[1])
     if best_epoch == curve[-1][0]:
-        return "best at the end: more epochs may help"
-    return f"best at epoch {best_epoch} ({best:.2f}), {curve[-1][1] - best:+.2f} since"
+        return f"{measure} best at the end: more epochs may help"
+    return f"{measure} best at epoch {best_epoch} ({best:.2f}), {curve[-1][column] - best:+.2f} since"
 
 
 def curve_lines(runs, scores):
-    """The SWD-by-epoch section, for the runs that kept snapshots."""
-    rows = [[run.variant, f"`{run.folder}`", ", ".join(f"{epoch}: {value:.2f}" for epoch, value in score.curve),
-             trend(score.curve)] for run, score in zip(runs, scores) if len(score.curve) > 1]
+    """The quality-by-epoch section, for the runs that kept snapshots."""
+    rows = []
+    for run, score in zip(runs, scores):
+        if len(score.curve) < 2:
+            continue
+        with_fd = score.curve[0][2] is not None
+        points = ", ".join(f"{epoch}: {swd:.2f}" + (f" / {fd:.2f}" if with_fd else "") for epoch, swd, fd in score.curve)
+        trends = [trend(score.curve, 1, "SWD")] + ([trend(score.curve, 2, "FD")] if with_fd else [])
+        rows.append([run.variant, f"`{run.folder}`", points, "; ".join(trends)])
     if not rows:
         return []
-    return ["## SWD during training (x10^3, from the snapshots)", "",
-            *markdown_table(["variant", "run", "epoch: SWD", "trend"], rows), ""]
+    return [f"## SWD x10^3 / {FD_NAME} during training (from the snapshots)", "",
+            *markdown_table(["variant", "run", "epoch: SWD / FD", "trend"], rows), ""]
 
 
-def report(runs, scores, floors, caveats, num_images, real_count):
+def structure_note(structure, conditional_images):
+    """What the FD / KID columns (and the class match) measure, or why they were skipped."""
+    if structure.skipped:
+        return f" {FD_NAME} and KID {structure.skipped}."
+    info, chance, count = structure.info, 1 / structure.num_classes, len(structure.reference)
+    note = (f" {FD_NAME} and KID (cache CNN): Frechet distance and KID between {count} generated and {count} "
+            f"held-out real images in the {structure.reference.shape[1]}-dim penultimate features of a small CNN trained "
+            f"on this cache's own {structure.num_classes} classes at {CLASSIFIER_SIZE} px (`{structure.path}`, "
+            f"{info['train_images']:,} images, {info['train_seconds']:.0f} s to train; on {info['held_out_images']:,} "
+            f"held-out images it is right {info['top1']:.1%} of the time, {info['top5']:.1%} top-{TOP_K}, chance "
+            f"{chance:.1%}). They compare whole images (layout, shapes) where SWD compares 7x7 patches (texture); "
+            f"lower is better, and two disjoint held-out real samples score {structure.floor['fd']:.2f} / "
+            f"{structure.floor['kid']:.3f}. Not FID: another network and feature space, so these numbers do not "
+            "compare with published FIDs, nor across caches.")
+    if conditional_images:
+        note += (f" Class match (conditional runs): how often that classifier recognises an image generated for class c "
+                 f"as c, top-1 / top-{TOP_K}, over {conditional_images} images spread evenly over the classes; on "
+                 f"held-out real images it scores {info['top1']:.1%} / {info['top5']:.1%}, chance {chance:.1%}.")
+    return note
+
+
+def report(runs, scores, floors, caveats, num_images, real_count, structure):
     """comparison.md: the table, SWD per level, caveats and the verdict."""
     warnings = [run_warnings(run, score) for run, score in zip(runs, scores)]
     # One reason for every run (no torchmetrics, say) is said once, under the table.
@@ -566,22 +907,31 @@ def report(runs, scores, floors, caveats, num_images, real_count):
     fid_note = f" FID / KID {skipped}." if skipped else ""
     if skipped and "torchmetrics" in skipped:
         fid_note += " `pip install torchmetrics[image]` adds them."
+    conditional = any(run.conditional for run in runs)
     header = ["variant", "run", "G params", "critic params", "epochs", "G steps", "wall time (s)", "images/s",
-              "device", "SWD x10^3", "FID / KID", "diversity", "warnings"]
-    rows = [
-        [run.variant, f"`{run.folder}`", f"{run.info['generator_params']:,}", f"{run.info['critic_params']:,}",
-         f"{run.info['epochs_done']}/{run.info['epochs']}", f"{run.info['generator_steps']:,}",
-         f"{run.info['wall_time_s']:,.1f}", f"{run.info['images_per_s']:,.1f}", run.info["device"],
-         f"{score.swd['avg']:.2f}", "skipped" if skipped else score.inception,
-         f"{score.diversity:.2f}", "; ".join(warning) or "none"]
-        for run, score, warning in zip(runs, scores, warnings)
-    ]
+              "device", "SWD x10^3", FD_NAME, "KID (cache CNN)", "FID / KID", "diversity",
+              *([f"class match top-1 / top-{TOP_K}"] if conditional else []), "warnings"]
+    rows = []
+    for run, score, warning in zip(runs, scores, warnings):
+        quality = score.structure
+        match = (f"{quality['top1']:.1%} / {quality['top5']:.1%}" if quality and run.conditional
+                 else "skipped" if run.conditional else "- (unconditional)")
+        rows.append([
+            run.variant, f"`{run.folder}`", f"{run.info['generator_params']:,}", f"{run.info['critic_params']:,}",
+            f"{run.info['epochs_done']}/{run.info['epochs']}", f"{run.info['generator_steps']:,}",
+            f"{run.info['wall_time_s']:,.1f}", f"{run.info['images_per_s']:,.1f}", run.info["device"],
+            f"{score.swd['avg']:.2f}", *([f"{quality['fd']:.2f}", f"{quality['kid']:.3f}"] if quality else ["skipped"] * 2),
+            "skipped" if skipped else score.inception, f"{score.diversity:.2f}", *([match] if conditional else []),
+            "; ".join(warning) or "none"])
     # Runs at different image sizes have different pyramids: one column per level found anywhere.
     levels = sorted({key for score in scores for key in score.swd} - {"avg"}, key=lambda key: -int(key[:-2]))
     levels.append("avg")
-    level_rows = [[run.variant, f"`{run.folder}`", *(level_cell(score.swd, level) for level in levels)]
-                  for run, score in zip(runs, scores)]
-    level_rows += [["real vs real", f"{size} px", *(level_cell(floor, level) for level in levels)]
+    columns = [[score.swd.get(level) for score in scores] for level in levels]
+    floor_fd = [] if structure.skipped else [f"{structure.floor['fd']:.2f}"]
+    if not structure.skipped:
+        columns.append([fd_of(score) for score in scores])
+    level_rows = [[run.variant, f"`{run.folder}`", *cells] for run, cells in zip(runs, zip(*map(best_in_bold, columns)))]
+    level_rows += [["real vs real", f"{size} px", *(level_cell(floor, level) for level in levels), *floor_fd]
                    for size, floor in floors.items()]
     lines = [
         "# GAN runs compared", "",
@@ -590,12 +940,14 @@ def report(runs, scores, floors, caveats, num_images, real_count):
         f"{num_images} real images from the run's cache ({real_count} in all). SWD: sliced Wasserstein "
         "distance of Karras et al. 2018 (Appendix D), x10^3, lower is better; diversity: mean pairwise "
         f"distance of generated over real images at {DIVERSITY_SIZE} px, mode collapse flagged below "
-        f"{COLLAPSE_RATIO}.{fid_note}", "",
-        "## SWD per Laplacian-pyramid level (x10^3)", "",
-        *markdown_table(["variant", "run", *levels], level_rows), "",
+        f"{COLLAPSE_RATIO}.{structure_note(structure, conditional and num_images)}{fid_note}", "",
+        "## SWD per Laplacian-pyramid level (x10^3)" + ("" if structure.skipped else f" and {FD_NAME}"), "",
+        *markdown_table(["variant", "run", *levels, *([FD_NAME] if floor_fd else [])], level_rows), "",
+        "The lowest of each column is in bold: the level where a run leads is the scale it does better at "
+        "(the finest level is texture and checkerboard, the coarsest layout and colour).", "",
         *curve_lines(runs, scores),
         "## Verdict", "",
-        *verdict(runs, scores, floors, warnings), "",
+        *verdict(runs, scores, floors, warnings, None if structure.skipped else structure.floor["fd"]), "",
     ]
     if caveats:
         lines += ["## Caveats", "", *(f"- {caveat}" for caveat in caveats), ""]
@@ -640,28 +992,47 @@ def plot_curves(axis, metrics, title, columns):
     axis.legend(fontsize="small")
 
 
-def plot_quality(axis, curve, floor, top):
-    """SWD against epoch on one y-scale (0 to top) for every run, with the real-vs-real floor."""
+def plot_quality(axis, curve, floors, tops):
+    """SWD (left axis) and FD (right axis) against epoch, each on one y-scale (0 to its top) for
+    every run, with their real-vs-real floors (floors, tops: (SWD, FD); FD None when skipped)."""
     if len(curve) < 2:
         axis.text(0.5, 0.5, "no snapshots scored:\nnone kept (snapshot_every),\nor unreadable (see the table)",
                   ha="center", va="center")
         axis.set_axis_off()
         return
-    epochs, values = zip(*curve)
-    axis.plot(epochs, values, marker="o", color="tab:purple", label="generator")
-    axis.axhline(floor, color="grey", linestyle="--", linewidth=1, label="real vs real")
-    axis.set(xlabel="epoch", ylabel="SWD x10^3", ylim=(0, top), title="SWD during training (lower is better)")
+    epochs, *values = zip(*curve)
+    measures = [("SWD x10^3", "tab:purple", axis)]
+    if floors[1] is not None:
+        measures.append((FD_NAME, "tab:green", axis.twinx()))
+    for (label, colour, y_axis), series, floor, top in zip(measures, values, floors, tops):
+        y_axis.plot(epochs, series, marker="o", color=colour, label=label)
+        y_axis.axhline(floor, color=colour, linestyle="--", linewidth=1, alpha=0.6, label=f"real vs real ({label})")
+        y_axis.set_ylim(0, top)
+        y_axis.set_ylabel(label, color=colour)
+    axis.set(xlabel="epoch", title=f"{' and '.join(label.split()[0] for label, _, _ in measures)} during training "
+             "(lower is better)")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    axis.legend(fontsize="small")
+    figure_lines = [line for _, _, y_axis in measures for line in y_axis.get_lines()]
+    axis.legend(figure_lines, [line.get_label() for line in figure_lines], fontsize="small")
 
 
-def save_figure(runs, scores, floors, path, samples_shown, seed):
-    """comparison.png: per run, samples from the shared noise, losses, critic gap, SWD by epoch.
+def sample_title(run, score):
+    title = f"{run.variant}: {run.folder.name}\nSWD {score.swd['avg']:.2f} x10^3"
+    if score.structure:
+        title += f", FD {score.structure['fd']:.2f}"
+    title += f"\ndiversity {score.diversity:.2f}"
+    if score.structure and run.conditional:
+        title += f", class match {score.structure['top1']:.0%}"
+    return title
 
-    The SWD column is left out when no run kept snapshots.
+
+def make_figure(runs, scores, floors, fd_floor, samples_shown, seed):
+    """comparison.png: per run, samples from the shared noise, losses, critic gap, SWD and FD by epoch.
+
+    The quality column is left out when no run kept snapshots.
     """
     panels = [name for name in PANEL_WIDTHS if name != "quality" or any(len(score.curve) > 1 for score in scores)]
-    top = 1.1 * max(value for score in scores for _, value in score.curve)
+    tops = [1.1 * max(point[column] or 0 for score in scores for point in score.curve) for column in (1, 2)]
     widths = [PANEL_WIDTHS[name] for name in panels]
     figure = Figure(figsize=(sum(widths), ROW_HEIGHT * len(runs)), layout="constrained")
     axes = figure.subplots(len(runs), len(panels), squeeze=False, gridspec_kw={"width_ratios": widths})
@@ -669,30 +1040,30 @@ def save_figure(runs, scores, floors, path, samples_shown, seed):
         grid = make_grid(score.samples[:samples_shown], nrow=math.ceil(math.sqrt(samples_shown)), padding=1)
         row[0].imshow(grid.permute(1, 2, 0).numpy())
         row[0].set_axis_off()
-        row[0].set_title(f"{run.variant}: {run.folder.name}\nSWD {score.swd['avg']:.2f} x10^3, "
-                         f"diversity {score.diversity:.2f}", fontweight="bold")
+        row[0].set_title(sample_title(run, score), fontweight="bold")
         for axis, (title, columns) in zip(row[1:3], LOSS_PANELS):
             if len(run.metrics["step"]):
                 plot_curves(axis, run.metrics, title, columns)
         if "quality" in panels:
-            plot_quality(row[3], score.curve, floors[run.config.img_size]["avg"], top)
+            plot_quality(row[3], score.curve, (floors[run.config.img_size]["avg"], fd_floor), tops)
     figure.suptitle(f"{len(runs)} run{'s' if len(runs) > 1 else ''}; samples from the same noise (seed {seed}) for every run",
                     fontsize="x-large")
-    figure.savefig(path, dpi=DPI)
+    return figure
 
 
 # ------------------------------------------------------------------------------- main
 def build_parser():
     parser = argparse.ArgumentParser(
         description="Compare finished GAN runs (gan_complete.py, wgan_clip.py, dcgan.py output folders)\n"
-        "without retraining: a figure of samples, losses and SWD by epoch per run, and a Markdown\n"
-        "table of sizes, budgets, SWD (and FID/KID when torchmetrics is installed), diversity and\n"
-        "warnings. Any bad run folder stops the comparison (exit 2) before anything is written.",
+        "without retraining: a figure of samples, losses and SWD / FD by epoch per run, and a Markdown\n"
+        "table of sizes, budgets, SWD, FD / KID of the cache's own CNN (and Inception FID/KID when\n"
+        "torchmetrics is installed), diversity, class match of conditional runs and warnings.\n"
+        "Any bad run folder stops the comparison (exit 2) before anything is written.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"""outputs in --out-dir:
   comparison.png  one row per run: samples from the shared noise, losses and the critic gap
-                  against step (faint: raw, solid: smoothed), SWD against epoch from the
-                  run's snapshots/ (kept every snapshot_every epochs)
+                  against step (faint: raw, solid: smoothed), SWD and FD against epoch from
+                  the run's snapshots/ (kept every snapshot_every epochs)
   comparison.md   the table (also printed), SWD per pyramid level, a verdict, caveats
 
 quality:
@@ -700,6 +1071,11 @@ quality:
              Laplacian pyramid down to {SWD_MIN_RESOLUTION} px; per level, {SWD_PATCHES_PER_IMAGE} random
              {SWD_PATCH}x{SWD_PATCH} patches per image and {SWD_DIRECTIONS} random projections; "real vs real"
              is the floor at this sample size
+  FD / KID   (cache CNN) Frechet distance and KID in the {CLASSIFIER_WIDTHS[-1]}-dim features of a small CNN
+             trained on the cache's own classes at {CLASSIFIER_SIZE} px ({CLASSIFIER_STEPS} steps, a few CPU
+             minutes, once per cache: kept as <cache>/{CLASSIFIER_FILE}); whole-image structure where
+             SWD sees texture. Not FID: does not compare with published FIDs
+  class match  conditional runs: how often that CNN recognises an image drawn for class c as c
   FID / KID  torchmetrics, only when it and its Inception weights are installed
   diversity  mean pairwise distance of generated over real images at {DIVERSITY_SIZE} px;
              below {COLLAPSE_RATIO} the run is flagged as mode-collapsed
@@ -723,6 +1099,8 @@ quality:
                         help="score only the final generators, not the snapshots (one SWD each)")
     parser.add_argument("--no-fid", action="store_true",
                         help="skip FID/KID even when torchmetrics is installed (Inception is slow on a CPU)")
+    parser.add_argument("--no-structure", action="store_true",
+                        help="skip FD / KID of the cache's CNN and the class match (no classifier is trained)")
     return parser
 
 
@@ -737,10 +1115,15 @@ def main(argv=None):
         cache = args.cache or runs[0].info.get("cache_path")
         if not cache:
             raise RunError(f"{runs[0].folder}/run_info.json names no cache_path; pass --cache")
-        all_real = load_real_images(cache)
+        real_cache = load_real_cache(cache)
+        all_real = real_cache.images
         num_images = min(args.num_images, len(all_real) // 2)
         if num_images < 2:
             raise RunError(f"the cache {cache} holds {len(all_real)} images; SWD needs at least 4")
+        for run in runs:
+            if run.conditional and run.class_names != real_cache.classes:
+                raise RunError(f"{run.folder} is conditional on classes {run.class_names!r:.60} that are not "
+                               f"the cache's ({len(real_cache.classes)} classes in {cache})")
     except RunError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -756,12 +1139,17 @@ def main(argv=None):
         caveats.append(f"only {num_images} images per side (half of the {len(all_real)} real images): "
                        "SWD is noisier and higher with fewer images")
     inception = InceptionMetrics(real, args.device, enabled=not args.no_fid)
-    scores, floors = score_runs(runs, real, reference, num_images, args.seed, inception, not args.no_snapshots)
+    structure = StructureMeasure(real_cache, num_images, args.seed, args.device, enabled=not args.no_structure)
+    scores, floors = score_runs(runs, real, reference, num_images, args.seed, inception, structure,
+                                not args.no_snapshots)
 
-    markdown = report(runs, scores, floors, caveats, num_images, len(all_real))
+    markdown = report(runs, scores, floors, caveats, num_images, len(all_real), structure)
+    figure = make_figure(runs, scores, floors, None if structure.skipped else structure.floor["fd"],
+                         min(args.samples, num_images), args.seed)
+    # Whole or not at all: a comparison interrupted mid-write keeps the previous files as they were.
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "comparison.md").write_text(markdown)
-    save_figure(runs, scores, floors, args.out_dir / "comparison.png", min(args.samples, num_images), args.seed)
+    preprocess.write_atomically(args.out_dir / "comparison.png", lambda file: figure.savefig(file, format="png", dpi=DPI))
+    preprocess.write_atomically(args.out_dir / "comparison.md", lambda file: file.write(markdown.encode()))
     print(markdown)
     print(f"wrote {args.out_dir / 'comparison.md'} and {args.out_dir / 'comparison.png'}")
     return 0

@@ -1,13 +1,17 @@
-"""compare.py: SWD behaves like a distance on images, collapse is caught, the report is right.
+"""compare.py: SWD and the cache CNN's FD behave like distances on images, collapse is caught,
+conditional runs get their class match, the report is right and written whole.
 
-Real-like data is drawn here (coloured discs on gradients); no test reads /work/shared or the
-network. Fabricated run folders use stand-in training modules (a generator that returns
-"memorised" real-like images, or one image for every z) so that the right answer is known.
+Real-like data is drawn here (coloured discs on gradients; classes by the colour of a central
+disc); no test reads /work/shared or the network. Fabricated run folders use stand-in training
+modules (a generator that returns "memorised" real-like images, one image for every z, or the
+images of the asked class) so that the right answer is known. The cache classifier trains for
+a few dozen steps here (QUICK_CLASSIFIER), enough for colour classes.
 """
 
 import functools
 import json
 import math
+import shutil
 import sys
 import types
 from dataclasses import dataclass
@@ -45,6 +49,27 @@ def flower_like(n, size=64, seed=0):
             image = image * (1 - inside) + colour * inside
         images.append(image)
     return (torch.stack(images) * 255).round().to(torch.uint8)
+
+
+PALETTE = torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.2, 0.9], [0.9, 0.9, 0.1]])[:, :, None, None]
+
+
+def classed_like(n, size=32, seed=0, classes=4):
+    """(uint8 [n, 3, size, size], labels [n]): flower_like images with a central disc whose colour
+    is the class; image i is of class i % classes."""
+    images = flower_like(n, size, seed).float() / 255
+    coords = (torch.arange(size) + 0.5) / size
+    inside = (((coords[:, None] - 0.5) ** 2 + (coords[None, :] - 0.5) ** 2).sqrt() < 0.25).float()
+    labels = torch.arange(n) % classes
+    images = images * (1 - inside) + PALETTE[labels] * inside
+    return (images * 255).round().to(torch.uint8), labels
+
+
+@pytest.fixture(autouse=True)
+def quick_classifier(monkeypatch):
+    """The cache classifier trains for seconds, not minutes: colour classes need few steps."""
+    monkeypatch.setattr(compare, "CLASSIFIER_STEPS", 60)
+    monkeypatch.setattr(compare, "CLASSIFIER_BATCH", 32)
 
 
 # ----------------------------------------------------------------------------- SWD
@@ -123,25 +148,35 @@ def test_fid_kid_are_skipped_with_the_reason_without_torchmetrics(monkeypatch, r
 class StandInConfig:
     z_dim: int = 8
     img_size: int = 32
+    conditional: bool = False
 
 
 class WeightsError(Exception):
     pass
 
 
-BANK = flower_like(64, size=32, seed=5).float() / 127.5 - 1  # what the "memorised" generator draws from
+CLASSES = ["a", "b", "c", "d"]
+BANK = classed_like(64, seed=5)[0].float() / 127.5 - 1  # what the stand-in generators draw; bank[i] is of class i % 4
+KINDS = (b"memorised", b"collapsed", b"conditional", b"mislabelled")
 
 
 class StandInGenerator(torch.nn.Module):
-    """Maps z to a bank image picked by z ("memorised") or always the first one ("collapsed")."""
+    """Maps z to a bank image picked by z ("memorised"), always the first one ("collapsed"), or
+    one of the asked class ("conditional") or of the next class ("mislabelled")."""
 
-    def __init__(self, collapsed):
+    def __init__(self, kind):
         super().__init__()
-        self.collapsed = collapsed
+        self.kind = kind
         self.scale = torch.nn.Parameter(torch.ones(()))  # compare.generate looks up the device here
 
-    def forward(self, z):
-        index = torch.zeros(len(z), dtype=torch.long) if self.collapsed else (z[:, 0].abs() * 1e4).long() % len(BANK)
+    def forward(self, z, labels=None):
+        picked = (z[:, 0].abs() * 1e4).long()
+        if self.kind == b"collapsed":
+            index = torch.zeros(len(z), dtype=torch.long)
+        elif labels is None:
+            index = picked % len(BANK)
+        else:  # conditional or mislabelled
+            index = (labels + (self.kind == b"mislabelled")) % len(CLASSES) + len(CLASSES) * (picked % 16)
         return BANK[index] * self.scale
 
 
@@ -152,11 +187,11 @@ def stand_in_module(name):
     module.ConfigError = ValueError
     module.read_config = lambda path: StandInConfig(**json.loads(Path(path).read_text())["config"])
 
-    def load_generator(path, config, device="cpu"):
+    def load_generator(path, config, device="cpu", data=None):
         kind = Path(path).read_bytes()
-        if kind not in (b"memorised", b"collapsed"):
+        if kind not in KINDS:
             raise WeightsError(f"refusing {path}: not a plain state_dict")
-        return StandInGenerator(collapsed=kind == b"collapsed")
+        return StandInGenerator(kind)
 
     module.load_generator = load_generator
     return module
@@ -165,22 +200,41 @@ def stand_in_module(name):
 REAL_LOAD_CACHE = compare.preprocess.load_cache
 
 
+def use_cache(monkeypatch, folder, images, labels, classes, rotations=0):
+    """A preprocess cache as compare.py reads it: load_cache's arrays and manifest.json's rotations."""
+    folder.mkdir(exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps({"params": {"rotations": rotations}, "classes": classes}))
+    monkeypatch.setattr(compare.preprocess, "load_cache", lambda path: (images, labels, classes))
+    return folder
+
+
 @pytest.fixture
 def stand_ins(monkeypatch, tmp_path):
-    """Stand-in gan_complete / dcgan modules and a preprocess cache of real-like images."""
+    """Stand-in gan_complete / dcgan modules and a one-class preprocess cache of real-like images
+    (so the cache classifier is skipped: there are no classes to learn)."""
     for name in ("gan_complete", "dcgan"):
         monkeypatch.setitem(sys.modules, name, stand_in_module(name))
-    monkeypatch.setattr(compare.preprocess, "load_cache",
-                        lambda path: (flower_like(200, size=32, seed=6), torch.zeros(200), ["flower"]))
+    use_cache(monkeypatch, tmp_path / "cache", classed_like(200, seed=6)[0], torch.zeros(200, dtype=torch.long),
+              ["flower"])
     monkeypatch.setitem(sys.modules, "torchmetrics", None)
-    (tmp_path / "cache").mkdir()
     return tmp_path
 
 
-def write_run(folder, variant, script, weights, images_seen=1000, epochs_done=2, metrics_rows=None, snapshots=()):
+@pytest.fixture
+def classed_stand_ins(stand_ins, monkeypatch):
+    """The same, with a cache of four classes told apart by colour: the cache classifier is trained."""
+    use_cache(monkeypatch, stand_ins / "cache", *classed_like(240, seed=6), CLASSES)
+    return stand_ins
+
+
+def write_run(folder, variant, script, weights, images_seen=1000, epochs_done=2, metrics_rows=None, snapshots=(),
+              conditional=False):
     folder.mkdir()
-    config = {"z_dim": 8, "img_size": 32}
-    (folder / "config.json").write_text(json.dumps({"variant": variant, "script": script, "config": config}))
+    config = {"z_dim": 8, "img_size": 32, "conditional": conditional}
+    saved = {"variant": variant, "script": script, "config": config}
+    if conditional:
+        saved["data"] = {"channels": 3, "class_names": CLASSES}
+    (folder / "config.json").write_text(json.dumps(saved))
     info = {"variant": variant, "script": script, "generator_params": 12345, "critic_params": 6789,
             "epochs_done": epochs_done, "epochs": 2, "generator_steps": 10, "critic_steps": 50,
             "images_seen": images_seen, "wall_time_s": 10.0, "images_per_s": images_seen / 10, "device": "cpu",
@@ -199,6 +253,14 @@ def write_run(folder, variant, script, weights, images_seen=1000, epochs_done=2,
 def table_rows(markdown):
     """The main table's data rows, as lists of cells."""
     table = markdown.split("\n\n")[1].splitlines()[2:]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+
+
+def curve_rows(markdown):
+    """The quality-by-epoch table's data rows, as lists of cells ([] when there is none)."""
+    if "during training (from the snapshots)" not in markdown:
+        return []
+    table = markdown.split("during training (from the snapshots)")[1].split("\n\n")[1].splitlines()[2:]
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
 
 
@@ -228,18 +290,19 @@ def test_report_ranks_runs_and_warns_about_collapse_nan_and_budgets(stand_ins, c
     assert "mode collapse" in collapsed_warnings
     assert "non-finite losses in 3 of 3 steps" in collapsed_warnings
     assert "unfinished: 1 of 2 epochs" in collapsed_warnings
-    assert rows[0][10] == rows[1][10] == "skipped"  # FID / KID without torchmetrics: the reason once, below
+    assert rows[0][12] == rows[1][12] == "skipped"  # FID / KID without torchmetrics: the reason once, below
     assert markdown.count("FID / KID skipped: ") == 1 and "pip install torchmetrics[image]" in markdown
+    assert rows[0][10:12] == ["skipped", "skipped"], "one class: no classifier of classes"
+    assert markdown.count("FD (cache CNN) and KID skipped: the cache has one class") == 1
     assert "images seen differ by more than 10%: GAN_output 1,000, DCGAN_output 2,000" in markdown
     assert "epochs differ" in markdown
     assert "Best on SWD: WGAN-GP (`GAN_output`)" in markdown
     assert float(rows[0][9]) < float(rows[1][9])
     # The epoch-1 snapshot (collapsed) scores worse than the final generator, which is not scored twice.
-    curve_row = markdown.split("## SWD during training")[1].split("\n\n")[1].splitlines()[2]
-    cells = [cell.strip() for cell in curve_row.strip("|").split("|")]
+    cells = curve_rows(markdown)[0]
     epoch_1, epoch_2 = (float(point.split(": ")[1]) for point in cells[2].split(", "))
     assert cells[:2] == ["WGAN-GP", f"`{good}`"] and epoch_1 > epoch_2 == float(rows[0][9])
-    assert cells[3] == "best at the end: more epochs may help"
+    assert cells[3] == "SWD best at the end: more epochs may help"
 
     with Image.open(out_dir / "comparison.png") as figure:
         assert figure.size == expected_figure_size(rows=2, with_quality=True)
@@ -251,7 +314,7 @@ def test_an_unreadable_snapshot_is_left_out_with_a_warning(stand_ins, capsys):
     assert compare.main([str(run), "--out-dir", str(out_dir), "--num-images", "32"]) == 0
     markdown = capsys.readouterr().out
     assert table_rows(markdown)[0][-1] == "unreadable snapshot(s) left out of the SWD curve: generator_epoch_001.pkl"
-    assert "## SWD during training" not in markdown
+    assert curve_rows(markdown) == []
     with Image.open(out_dir / "comparison.png") as figure:
         assert figure.size == expected_figure_size(rows=1, with_quality=False)
 
@@ -260,7 +323,7 @@ def test_no_snapshots_scores_only_the_final_generators(stand_ins, capsys):
     run = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised", snapshots=[b"collapsed"])
     out_dir = stand_ins / "comparison"
     assert compare.main([str(run), "--out-dir", str(out_dir), "--num-images", "32", "--no-snapshots"]) == 0
-    assert "## SWD during training" not in capsys.readouterr().out
+    assert curve_rows(capsys.readouterr().out) == []
     with Image.open(out_dir / "comparison.png") as figure:
         assert figure.size == expected_figure_size(rows=1, with_quality=False)
 
@@ -280,7 +343,7 @@ def test_bad_input_stops_with_one_line_and_exit_2(stand_ins, monkeypatch, capsys
         bad = write_run(stand_ins / "DCGAN_output", "DCGAN", "dcgan",
                         b"\x80\x04 hostile" if problem == "bad weights" else b"collapsed")
     if problem == "missing cache":
-        (stand_ins / "cache").rmdir()
+        shutil.rmtree(stand_ins / "cache")
     if problem == "incomplete cache":  # the real preprocess.load_cache on an empty cache folder
         monkeypatch.setattr(compare.preprocess, "load_cache", REAL_LOAD_CACHE)
 
@@ -323,8 +386,15 @@ def test_compare_two_real_gan_complete_runs(tmp_path, capsys, monkeypatch):
     with Image.open(out_dir / "comparison.png") as figure:
         assert figure.format == "PNG"
         assert figure.size == expected_figure_size(rows=2, with_quality=True)
-    curve_rows = markdown.split("## SWD during training")[1].split("\n\n")[1].splitlines()[2:]
-    assert len(curve_rows) == 1 and f"`{wide}` | 1: " in curve_rows[0], "only the wide run kept snapshots"
+    curves = curve_rows(markdown)
+    assert len(curves) == 1 and curves[0][1] == f"`{wide}`", "only the wide run kept snapshots"
+    assert [point.split(": ")[0] for point in curves[0][2].split(", ")] == ["1", "2"]
+    assert all(len(point.split(": ")[1].split(" / ")) == 2 for point in curves[0][2].split(", ")), "SWD / FD"
+    # The synthetic cache has 10 classes: its classifier was trained once and kept beside it.
+    (cache,) = (tmp_path / "cache").iterdir()
+    assert (cache / compare.CLASSIFIER_FILE).is_file()
+    assert all(float(row[10]) > 0 for row in rows), "FD (cache CNN) of each run"
+    assert "Not FID" in markdown
 
 
 def test_a_bad_device_or_out_dir_stops_before_any_scoring(stand_ins, monkeypatch, capsys):
@@ -344,10 +414,132 @@ def test_the_verdict_warns_when_image_sizes_differ():
         return types.SimpleNamespace(variant="WGAN-GP", folder=Path(f"run{size}"), config=StandInConfig(img_size=size))
 
     def score(avg):
-        return types.SimpleNamespace(swd={"16px": avg, "avg": avg})
+        return types.SimpleNamespace(swd={"16px": avg, "avg": avg}, structure=None)
 
     floors = {32: {"avg": 10.0}, 64: {"avg": 11.0}}
     same = compare.verdict([run(32), run(32)], [score(50.0), score(60.0)], floors, [[], []])
     mixed = compare.verdict([run(32), run(64)], [score(50.0), score(60.0)], floors, [[], []])
     assert not any("differ in image size" in sentence for sentence in same)
     assert any("differ in image size (32 px, 64 px)" in sentence for sentence in mixed)
+
+
+# ----------------------------------------------------------------------------- global structure
+def test_frechet_distance_and_kid_on_known_gaussians():
+    random = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 4000, 8, generator=random, dtype=torch.float64)
+    shifted = b + torch.tensor([3.0, 4.0] + [0.0] * 6, dtype=torch.float64)  # |mean shift|^2 = 25
+    assert compare.frechet_distance(a, a) == pytest.approx(0, abs=1e-9)
+    assert compare.frechet_distance(a, b) == pytest.approx(0, abs=0.05), "two samples of one Gaussian"
+    assert compare.frechet_distance(a, shifted) == pytest.approx(25, rel=0.02)
+    wider = b * 2  # covariance 4 I against I: Tr(I + 4I - 2 * 2I) = 8 in 8 dimensions
+    assert compare.frechet_distance(a, wider) == pytest.approx(8, rel=0.05)
+    # KID is unbiased: two samples of one distribution average to about 0, either sign.
+    same, apart = compare.kernel_distance(a, b, seed=0), compare.kernel_distance(a, shifted, seed=0)
+    assert abs(same) < apart / 100 and apart > 0
+
+
+@pytest.fixture(scope="module")
+def structure(tmp_path_factory):
+    """A StructureMeasure of a four-class cache (the classifier trained once for these tests)."""
+    images, labels = classed_like(240, seed=6)
+    cache = compare.Cache(tmp_path_factory.mktemp("cache"), images, labels, CLASSES, copies=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compare, "CLASSIFIER_STEPS", 60)
+        patch.setattr(compare, "CLASSIFIER_BATCH", 32)
+        return compare.StructureMeasure(cache, num_images=64, seed=0)
+
+
+def test_the_cache_cnn_puts_new_real_images_near_the_floor_and_collapse_far(structure):
+    assert structure.info["top1"] > 0.9, "colour classes are easy: the features know them"
+    assert structure.info["held_out_images"] == 60 and structure.info["train_images"] == 180
+    new_real = classed_like(64, seed=7)[0]
+    collapsed = new_real[:1].expand(64, -1, -1, -1)
+    noise = torch.randint(0, 256, new_real.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    fd = {name: structure(images)["fd"] for name, images in
+          {"real": new_real, "collapsed": collapsed, "noise": noise}.items()}
+    assert fd["real"] < 2 * structure.floor["fd"] < fd["collapsed"]
+    assert fd["real"] < fd["noise"]
+    assert structure(new_real)["kid"] < structure(collapsed)["kid"]
+    # The class match: real images of the asked class are recognised, mislabelled ones are not.
+    labels = classed_like(64, seed=7)[1]
+    assert structure(new_real, labels)["top1"] > 0.9 > 0.1 > structure(new_real, (labels + 1) % 4)["top1"]
+
+
+def test_conditional_runs_get_their_class_match_beside_real_accuracy_and_chance(classed_stand_ins, capsys):
+    right = write_run(classed_stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"conditional", conditional=True)
+    wrong = write_run(classed_stand_ins / "DCGAN_output", "DCGAN", "dcgan", b"mislabelled", conditional=True)
+    plain = write_run(classed_stand_ins / "plain_output", "WGAN-GP", "gan_complete", b"memorised")
+    out_dir = classed_stand_ins / "comparison"
+    assert compare.main([str(right), str(wrong), str(plain), "--out-dir", str(out_dir), "--num-images", "64"]) == 0
+
+    markdown = capsys.readouterr().out
+    rows = table_rows(markdown)
+    right_match, wrong_match = (float(row[14].split(" / ")[0].rstrip("%")) for row in rows[:2])
+    assert right_match > 90 and wrong_match < 10
+    assert rows[2][14] == "- (unconditional)"
+    assert "chance 25.0%" in markdown and "on held-out real images it scores" in markdown
+    assert "Not FID" in markdown
+
+
+def test_a_conditional_run_on_other_classes_is_refused(classed_stand_ins, capsys):
+    run = write_run(classed_stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"conditional", conditional=True)
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["class_names"] = ["x", "y"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert compare.main([str(run), "--out-dir", str(classed_stand_ins / "comparison")]) == 2
+    assert "is conditional on classes ['x', 'y'] that are not the cache's" in capsys.readouterr().err
+
+
+def test_the_verdict_says_where_swd_and_fd_disagree_and_calls_no_run_best():
+    runs = [types.SimpleNamespace(variant=name, folder=Path(name), config=StandInConfig(img_size=64))
+            for name in ("epoch10", "epoch20")]
+    # The issue's case: the same mean SWD, worse at 64 px and better at 32 and 16 px, better shapes.
+    swd_10 = {"64px": 63.0, "32px": 22.0, "16px": 18.0}
+    swd_20 = {"64px": 70.0, "32px": 18.0, "16px": 15.4}
+    scores = [types.SimpleNamespace(swd={**swd, "avg": sum(swd.values()) / 3}, structure={"fd": fd})
+              for swd, fd in ((swd_10, 30.0), (swd_20, 20.0))]
+    text = " ".join(compare.verdict(runs, scores, {64: {"avg": 11.0}}, [[], []], fd_floor=2.0))
+    assert "disagree, so no run is called best" in text and "Best on" not in text
+    assert "on SWD epoch10 (`epoch10`) leads" in text and "on FD (cache CNN) epoch20 (`epoch20`) leads" in text
+    assert "epoch20 is ahead at 32px (mid-scale shapes, 4.00), 16px (layout and colour, 2.60)" in text
+    assert "epoch10 at 64px (fine detail and texture, 7.00)" in text
+    assert "2.00 on FD (cache CNN)" in text
+    scores[1].structure["fd"] = 40.0  # now both prefer epoch10
+    assert compare.verdict(runs, scores, {64: {"avg": 11.0}}, [[], []], fd_floor=2.0)[2].startswith(
+        "FD (cache CNN) agrees: 30.00, against 40.00")
+
+
+# ----------------------------------------------------------------------------- whole files
+def test_a_torn_last_row_of_a_running_run_is_left_out_but_damage_elsewhere_is_refused(stand_ins, capsys):
+    rows = [f"{step},1,{1 / step},{-step / 10},0.5,0.1,0.0002,{step}" for step in range(1, 11)]
+    run = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised", metrics_rows=rows)
+    with open(run / "metrics.csv", "a") as file:
+        file.write("11,1,0.09")  # a writer caught mid-append: no line end
+    out_dir = stand_ins / "comparison"
+    assert compare.main([str(run), "--out-dir", str(out_dir), "--num-images", "32"]) == 0
+    assert "metrics.csv ends in a partial row (a run still writing?), left out" in table_rows(capsys.readouterr().out)[0][-1]
+    assert len(compare.load_run(run).metrics["step"]) == 10
+
+    damaged = rows[:4] + ["5,1,0.2"] + rows[5:]  # a short row in the middle is not a run still writing
+    bad = write_run(stand_ins / "DCGAN_output", "DCGAN", "dcgan", b"memorised", metrics_rows=damaged)
+    assert compare.main([str(bad), "--out-dir", str(out_dir)]) == 2
+    assert "metrics.csv holds something that is not a number" in capsys.readouterr().err
+
+
+def test_an_interrupted_comparison_leaves_the_previous_files_whole(stand_ins, monkeypatch):
+    run = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised")
+    out_dir = stand_ins / "comparison"
+    out_dir.mkdir()
+    (out_dir / "comparison.md").write_text("previous table")
+    (out_dir / "comparison.png").write_bytes(b"previous figure")
+
+    def full_disk(self, target, **kwargs):  # half a PNG, then the disk is full
+        (target.write if hasattr(target, "write") else Path(target).write_bytes)(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(compare.Figure, "savefig", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        compare.main([str(run), "--out-dir", str(out_dir), "--num-images", "32"])
+    assert (out_dir / "comparison.png").read_bytes() == b"previous figure"
+    assert (out_dir / "comparison.md").read_text() == "previous table"
+    assert sorted(path.name for path in out_dir.iterdir()) == ["comparison.md", "comparison.png"], "no temporary left"
