@@ -877,6 +877,11 @@ def curve_lines(runs, scores):
             *markdown_table(["variant", "run", "epoch: SWD / FD", "trend"], rows), ""]
 
 
+def accuracy(scores, num_classes):
+    """"top-1 / top-5" as percentages; top-1 alone where top-5 of a few classes says nothing."""
+    return f"{scores['top1']:.1%}" + (f" / {scores['top5']:.1%}" if num_classes > TOP_K else "")
+
+
 def structure_note(structure, conditional_images):
     """What the FD / KID columns (and the class match) measure, or why they were skipped."""
     if structure.skipped:
@@ -886,15 +891,15 @@ def structure_note(structure, conditional_images):
             f"held-out real images in the {structure.reference.shape[1]}-dim penultimate features of a small CNN trained "
             f"on this cache's own {structure.num_classes} classes at {CLASSIFIER_SIZE} px (`{structure.path}`, "
             f"{info['train_images']:,} images, {info['train_seconds']:.0f} s to train; on {info['held_out_images']:,} "
-            f"held-out images it is right {info['top1']:.1%} of the time, {info['top5']:.1%} top-{TOP_K}, chance "
+            f"held-out images its top-1 / top-{TOP_K} accuracy is {accuracy(info, structure.num_classes)}, chance "
             f"{chance:.1%}). They compare whole images (layout, shapes) where SWD compares 7x7 patches (texture); "
             f"lower is better, and two disjoint held-out real samples score {structure.floor['fd']:.2f} / "
             f"{structure.floor['kid']:.3f}. Not FID: another network and feature space, so these numbers do not "
             "compare with published FIDs, nor across caches.")
     if conditional_images:
         note += (f" Class match (conditional runs): how often that classifier recognises an image generated for class c "
-                 f"as c, top-1 / top-{TOP_K}, over {conditional_images} images spread evenly over the classes; on "
-                 f"held-out real images it scores {info['top1']:.1%} / {info['top5']:.1%}, chance {chance:.1%}.")
+                 f"as c, over {conditional_images} images spread evenly over the classes; on held-out real images "
+                 f"it scores {accuracy(info, structure.num_classes)}, chance {chance:.1%}.")
     return note
 
 
@@ -910,11 +915,12 @@ def report(runs, scores, floors, caveats, num_images, real_count, structure):
     conditional = any(run.conditional for run in runs)
     header = ["variant", "run", "G params", "critic params", "epochs", "G steps", "wall time (s)", "images/s",
               "device", "SWD x10^3", FD_NAME, "KID (cache CNN)", "FID / KID", "diversity",
-              *([f"class match top-1 / top-{TOP_K}"] if conditional else []), "warnings"]
+              *([f"class match top-1{f' / top-{TOP_K}' if structure.num_classes > TOP_K else ''}"] if conditional else []),
+              "warnings"]
     rows = []
     for run, score, warning in zip(runs, scores, warnings):
         quality = score.structure
-        match = (f"{quality['top1']:.1%} / {quality['top5']:.1%}" if quality and run.conditional
+        match = (accuracy(quality, structure.num_classes) if quality and run.conditional
                  else "skipped" if run.conditional else "- (unconditional)")
         rows.append([
             run.variant, f"`{run.folder}`", f"{run.info['generator_params']:,}", f"{run.info['critic_params']:,}",

@@ -477,6 +477,7 @@ def test_conditional_runs_get_their_class_match_beside_real_accuracy_and_chance(
     right_match, wrong_match = (float(row[14].split(" / ")[0].rstrip("%")) for row in rows[:2])
     assert right_match > 90 and wrong_match < 10
     assert rows[2][14] == "- (unconditional)"
+    assert "/" not in rows[0][14], "top-5 of four classes says nothing: top-1 only"
     assert "chance 25.0%" in markdown and "on held-out real images it scores" in markdown
     assert "Not FID" in markdown
 
