@@ -74,6 +74,7 @@ class Config:
     z_dim: int = 100  # length of the noise vector z
     g_channels: int = 1024  # generator width: channels of its first 4x4 feature map
     d_channels: int = 1024  # critic width: channels of its last 4x4 feature map
+    conditional: bool = False  # class-conditional G(z, y) and D(x, y); the classes come from the data
     # training
     epochs: int = 60  # passes over the (rotated) data set
     batch_size: int = 32  # images per critic step
@@ -104,6 +105,8 @@ class Config:
     # sampling from saved weights instead of training
     sample: str = ""  # path of a generator.pkl: write samples from it and exit
     num_samples: int = 64  # images written by --sample and in generated_samples.png
+    per_class: int = 0  # with --sample on a conditional generator: N images of every class, samples/<class>/
+    classes: str = ""  # with --per-class: only these classes, comma-separated names or numbers (3,17)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -180,7 +183,8 @@ def validate_config(config):
     for name in positive:
         if not getattr(config, name) > 0:  # also catches nan
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
-    for name in ["rotations", "checkpoint_every", "snapshot_every", "preprocess_workers", "max_angle", "warmup_steps"]:
+    for name in ["rotations", "checkpoint_every", "snapshot_every", "preprocess_workers", "max_angle", "warmup_steps",
+                 "per_class"]:
         if not getattr(config, name) >= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
     for field in dataclasses.fields(config):
@@ -205,6 +209,8 @@ def validate_config(config):
         raise ConfigError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
     if config.latent_pool < 8:
         raise ConfigError(f"--latent-pool must be at least 8, got {config.latent_pool}")
+    if config.classes and not config.per_class:
+        raise ConfigError("--classes chooses the classes of --per-class: pass --per-class N too")
     if config.lr_schedule not in ("cosine", "linear", "constant"):
         raise ConfigError(f"--lr-schedule must be cosine, linear or constant, got {config.lr_schedule!r}")
     if config.amp not in ("auto", "bf16", "off"):
@@ -356,9 +362,11 @@ def load_weights(module, state, path):
     module.load_state_dict(state)
 
 
-def load_generator(weights_path, config, device="cpu"):
-    """A Generator in eval mode with the weights of a generator.pkl (used by --sample and compare.py)."""
-    generator = Generator(config)
+def load_generator(weights_path, config, device="cpu", data=None):
+    """A Generator in eval mode with the weights of a generator.pkl (used by --sample and compare.py).
+    data: config.json's "data" ({"channels", "class_names"}); None is 3 channels, no classes."""
+    data = data or {"channels": 3, "class_names": []}
+    generator = Generator(config, len(data["class_names"]) if config.conditional else 0, data["channels"])
     load_weights(generator, load_state_dict_safely(weights_path), weights_path)
     return generator.to(device).train(False)
 
@@ -373,7 +381,7 @@ def write_json(path, data):
 
 # ----------------------------------------------------------------------------- data
 class InMemoryLoader:
-    """Batches of images in [-1, 1] from a uint8 tensor held on the training device.
+    """Batches of (images in [-1, 1], their class labels) from uint8 images held on the training device.
 
     Decoding JPEGs every epoch costs more than the training step on a small machine, so the
     preprocessed images are decoded once and kept as uint8 (8,189 x 3 x 64 x 64 is 100 MB);
@@ -381,10 +389,11 @@ class InMemoryLoader:
     depends only on (seed, epoch), so a run resumed in the middle of an epoch sees the same batches.
     """
 
-    def __init__(self, images, batch_size, seed, device, channels_last=True):
+    def __init__(self, images, labels, batch_size, seed, device, channels_last=True):
         if len(images) < batch_size:
             raise ConfigError(f"--batch-size {batch_size} is larger than the data set ({len(images)} images)")
         self.images = images.to(device)  # once, at start-up: no host-to-device copy per step
+        self.labels = labels.to(device)
         self.batch_size, self.seed, self.device = batch_size, seed, torch.device(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -399,12 +408,13 @@ class InMemoryLoader:
             picked = permutation[index * self.batch_size:(index + 1) * self.batch_size]
             real = self.images[picked].float().div_(127.5).sub_(1.0)
             real = torch.where(flips[picked, None, None, None], real.flip(3), real)
-            yield index, real.contiguous(memory_format=self.memory_format)
+            yield index, real.contiguous(memory_format=self.memory_format), self.labels[picked]
 
 
 # ----------------------------------------------------------------------------- models
 def weights_init(module):
-    """DCGAN initialisation (Radford et al. 2015): N(0, 0.02) weights, N(1, 0.02) norm scales."""
+    """DCGAN initialisation (Radford et al. 2015): N(0, 0.02) weights, N(1, 0.02) norm scales.
+    Class embeddings keep their own (the models' __init__)."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
@@ -415,22 +425,31 @@ def weights_init(module):
 
 
 class Generator(nn.Module):
-    """z -> Linear -> g_channels x 4 x 4 -> (ConvTranspose2d k4 s2, BatchNorm, ReLU) x n -> Tanh."""
+    """z -> Linear -> g_channels x 4 x 4 -> (ConvTranspose2d k4 s2, BatchNorm, ReLU) x n -> Tanh.
 
-    def __init__(self, config):
+    Conditional (num_classes > 0): a learned embedding of the class y, as long as z, is joined to z
+    before the first layer. Conditional BatchNorm (a class gain and bias in every layer) is the
+    stronger choice of BigGAN; the concatenation is one extra input of the Linear, and enough for
+    the class's colours and shapes at 64 px (README, "Class-conditional generation").
+    """
+
+    def __init__(self, config, num_classes=0, image_channels=3):
         super().__init__()
-        self.channels = config.g_channels
-        self.project = nn.Linear(config.z_dim, config.g_channels * 4 * 4)
+        self.channels, self.num_classes = config.g_channels, num_classes
+        self.embed = nn.Embedding(num_classes, config.z_dim) if num_classes else None  # N(0, 1), as z
+        self.project = nn.Linear(config.z_dim * (2 if num_classes else 1), config.g_channels * 4 * 4)
         layers = [nn.BatchNorm2d(config.g_channels), nn.ReLU(True)]
         channels = config.g_channels
         for _ in range(int(math.log2(config.img_size)) - 3):  # 4 -> img_size / 2
             layers += [nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
                        nn.BatchNorm2d(channels // 2), nn.ReLU(True)]
             channels //= 2
-        layers += [nn.ConvTranspose2d(channels, 3, 4, 2, 1), nn.Tanh()]  # img_size / 2 -> img_size
+        layers += [nn.ConvTranspose2d(channels, image_channels, 4, 2, 1), nn.Tanh()]  # img_size / 2 -> img_size
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z):
+    def forward(self, z, labels=None):
+        if self.embed is not None:  # labels are ignored by an unconditional generator
+            z = torch.cat([z, self.embed(labels)], dim=1)
         return self.net(self.project(z).view(-1, self.channels, 4, 4))
 
 
@@ -442,23 +461,36 @@ def critic_norm(channels):
 
 class Discriminator(nn.Module):
     """The critic (a WGAN's name) or discriminator (DCGAN's): strided Conv2d blocks with
-    critic_norm on all but the first, LeakyReLU(0.2), a last 4x4 conv to one unbounded score
-    per image (a Wasserstein score, or DCGAN's logit; no sigmoid, the loss holds it)."""
+    critic_norm on all but the first, LeakyReLU(0.2), then phi(x), the last d_channels x 4 x 4
+    features, to one unbounded score per image psi(phi(x)) by a 4x4 conv (a Wasserstein score,
+    or DCGAN's logit; no sigmoid, the loss holds it).
 
-    def __init__(self, config):
+    Conditional: the projection discriminator (Miyato & Koyama 2018), D(x, y) = psi(phi(x)) +
+    <embed(y), phi(x)>, a learned class embedding as long as phi(x). It is a critic weight like
+    any other: clipped by WGAN-clip, and under the gradient penalty through D(x_hat, y).
+    """
+
+    def __init__(self, config, num_classes=0, image_channels=3):
         super().__init__()
         blocks = int(math.log2(config.img_size)) - 2  # img_size -> 4
         channels = config.d_channels // 2 ** (blocks - 1)
-        layers = [nn.Conv2d(3, channels, 4, 2, 1), nn.LeakyReLU(0.2, True)]  # no norm on the input layer
+        layers = [nn.Conv2d(image_channels, channels, 4, 2, 1), nn.LeakyReLU(0.2, True)]  # no norm on the input
         for _ in range(blocks - 1):
             layers += [nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False), critic_norm(channels * 2),
                        nn.LeakyReLU(0.2, True)]
             channels *= 2
-        layers += [nn.Conv2d(channels, 1, 4, 1, 0)]
-        self.net = nn.Sequential(*layers)
+        self.features = nn.Sequential(*layers)
+        self.score = nn.Conv2d(channels, 1, 4, 1, 0)
+        self.embed = nn.Embedding(num_classes, channels * 4 * 4) if num_classes else None
+        if self.embed is not None:  # on the scale of psi's weights, so neither term drowns the other
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
-    def forward(self, x):
-        return self.net(x).view(-1)
+    def forward(self, x, labels=None):
+        features = self.features(x)
+        score = self.score(features).view(-1)
+        if self.embed is None:
+            return score
+        return score + (self.embed(labels) * features.flatten(1)).sum(1)
 
 
 # ----------------------------------------------------------------------------- the method: WGAN-GP
@@ -481,26 +513,27 @@ def make_optimizers(generator, discriminator, config, device):
     return opt_g, opt_d
 
 
-def compute_gradient_penalty(discriminator, real, fake):
-    """E[(||grad_x_hat D(x_hat)||_2 - 1)^2] on x_hat = a * real + (1 - a) * fake, a ~ U[0, 1] per sample."""
+def compute_gradient_penalty(discriminator, real, fake, labels=None):
+    """E[(||grad_x_hat D(x_hat, y)||_2 - 1)^2] on x_hat = a * real + (1 - a) * fake, a ~ U[0, 1] per sample;
+    real and fake share their classes y, so x_hat has them too."""
     alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device)
     interpolates = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-    scores = discriminator(interpolates)
+    scores = discriminator(interpolates, labels)
     (gradients,) = torch.autograd.grad(scores.sum(), interpolates, create_graph=True)
     # reshape, not view: the gradient of a channels_last input is not contiguous in NCHW order.
     gradients = gradients.float().reshape(gradients.size(0), -1)
     return ((gradients.norm(2, dim=1) - 1) ** 2).mean()
 
 
-def critic_step(generator, discriminator, real, opt_d, config, autocast):
+def critic_step(generator, discriminator, real, labels, opt_d, config, autocast):
     """One critic update; returns (d_loss, Wasserstein estimate, gradient penalty)."""
     z = torch.randn(real.size(0), config.z_dim, device=real.device)
     with torch.no_grad(), autocast():
-        fake = generator(z)
+        fake = generator(z, labels)  # the real batch's classes (ignored by unconditional models)
     with autocast():
-        real_score = discriminator(real).float().mean()
-        fake_score = discriminator(fake).float().mean()
-        gradient_penalty = compute_gradient_penalty(discriminator, real, fake.float())
+        real_score = discriminator(real, labels).float().mean()
+        fake_score = discriminator(fake, labels).float().mean()
+        gradient_penalty = compute_gradient_penalty(discriminator, real, fake.float(), labels)
     # L_D = E[D(G(z))] - E[D(x)] + lambda * GP
     d_loss = fake_score - real_score + config.lambda_gp * gradient_penalty
     opt_d.zero_grad(set_to_none=True)
@@ -509,12 +542,12 @@ def critic_step(generator, discriminator, real, opt_d, config, autocast):
     return d_loss.detach(), (real_score - fake_score).detach(), gradient_penalty.detach()
 
 
-def generator_step(generator, discriminator, batch_size, opt_g, config, autocast):
-    """One generator update; returns g_loss."""
-    z = torch.randn(batch_size, config.z_dim, device=next(generator.parameters()).device)
+def generator_step(generator, discriminator, labels, opt_g, config, autocast):
+    """One generator update for images of these classes; returns g_loss."""
+    z = torch.randn(labels.size(0), config.z_dim, device=labels.device)
     with autocast():
         # L_G = -E[D(G(z))]
-        g_loss = -discriminator(generator(z)).float().mean()
+        g_loss = -discriminator(generator(z, labels), labels).float().mean()
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     opt_g.step()
@@ -523,6 +556,8 @@ def generator_step(generator, discriminator, batch_size, opt_g, config, autocast
 
 # ----------------------------------------------------------------------------- training
 METRIC_COLUMNS = ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time"]
+PER_CLASS_GRID = 10  # images of each class in a conditional run's samples_per_class.png
+CLASSES_PER_PAGE = 34  # rows of one samples_per_class page: the 102 flower classes fill 3 legible pages
 BN_CALIBRATION_BATCHES = 16  # train-mode passes that measure the EMA generator's BatchNorm statistics
 
 
@@ -613,7 +648,8 @@ def recalibrated_batchnorm(ema, config, seed):
             norm.momentum = None
     noise, device = torch.Generator().manual_seed(seed), next(calibrated.parameters()).device
     for _ in range(BN_CALIBRATION_BATCHES):
-        calibrated(torch.randn(config.batch_size, config.z_dim, generator=noise).to(device))
+        labels = torch.randint(max(calibrated.num_classes, 1), (config.batch_size,), generator=noise)
+        calibrated(torch.randn(config.batch_size, config.z_dim, generator=noise).to(device), labels.to(device))
     return calibrated.train(False)
 
 
@@ -635,17 +671,16 @@ def load_checkpoint(path):
                            f"{one_line(error)[:80]}); restore a copy, or start again with --overwrite") from None
 
 
-def save_checkpoint(path, parts, state, rows, fixed_noise, config, device):
+def save_checkpoint(path, parts, state, rows, config, device):
     """Everything a resume needs: the parts' state_dicts, the counters, the metrics, every RNG."""
     checkpoint = {name: None if part is None else part.state_dict() for name, part in parts.items()}
     metrics = torch.tensor(rows, dtype=torch.float64).reshape(-1, len(METRIC_COLUMNS))
-    checkpoint.update(state=dict(state), metrics=metrics, fixed_noise=fixed_noise.cpu(), rng=rng_states(device),
-                      config=asdict(config))
+    checkpoint.update(state=dict(state), metrics=metrics, rng=rng_states(device), config=asdict(config))
     atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 def restore_checkpoint(path, parts, state, config, device):
-    """Load path into the parts (models, optimisers, schedulers) and state; returns (rows, fixed noise)."""
+    """Load path into the parts (models, optimisers, schedulers) and state; returns the metric rows."""
     checkpoint = load_checkpoint(path)
     saved = checkpoint["state"]
     if saved["images"] != state["images"]:
@@ -676,7 +711,7 @@ def restore_checkpoint(path, parts, state, config, device):
     if parts["ema"] is not None and checkpoint["ema"] is None:  # EMA switched on now: it starts from the generator
         state["ema_updates"] = 0
     set_rng_states(checkpoint["rng"], device)
-    return [[int(row[0]), int(row[1]), *row[2:]] for row in checkpoint["metrics"].tolist()], checkpoint["fixed_noise"]
+    return [[int(row[0]), int(row[1]), *row[2:]] for row in checkpoint["metrics"].tolist()]
 
 
 def csv_text(rows):
@@ -708,7 +743,7 @@ def check_finite(modules, step):
         raise NonFiniteLoss(f"a weight became inf/nan by step {step}")
 
 
-def write_epoch_outputs(sampler, discriminator, fixed_noise, epoch, config):
+def write_epoch_outputs(sampler, discriminator, fixed, epoch, config, class_names):
     """generator.pkl, its snapshot, discriminator.pkl and the epoch's samples, all before the checkpoint
     that marks the epoch done: a run stopped in between redoes the epoch, so no file is ever stale."""
     out_dir = Path(config.out_dir)
@@ -719,7 +754,14 @@ def write_epoch_outputs(sampler, discriminator, fixed_noise, epoch, config):
         (out_dir / "snapshots").mkdir(exist_ok=True)
         save_state_dict(sampler, out_dir / "snapshots" / f"generator_epoch_{epoch:03d}.pkl")
     save_state_dict(discriminator, out_dir / "discriminator.pkl")
-    save_samples(sampler, fixed_noise, out_dir / f"samples_epoch_{epoch:03d}.png")
+    save_samples(sampler, *fixed, out_dir / f"samples_epoch_{epoch:03d}.png", class_names)
+
+
+def fixed_inputs(config, num_classes, device):
+    """The 64 z's of samples_epoch_XXX.png and their classes: 8 classes spread over all, one a row."""
+    noise = torch.randn(64, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
+    classes = torch.linspace(0, max(num_classes - 1, 0), 8).round().long()
+    return noise.to(device), classes.repeat_interleave(8).to(device)
 
 
 def train_gan(generator, discriminator, dataloader, config):
@@ -740,18 +782,16 @@ def train_gan(generator, discriminator, dataloader, config):
     run_generator = torch.compile(generator) if config.compile else generator
     state = {"epoch": 0, "batch": 0, "step": 0, "g_steps": 0, "ema_updates": 0, "images_seen": 0,
              "elapsed": 0.0, "images": len(dataloader.images), "data": data_fingerprint(dataloader.images)}
-    rows = []  # every metric row so far: METRIC_COLUMNS
-    fixed_noise = torch.randn(64, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
     checkpoint_path = out_dir / "checkpoint.pt"
-    if config.resume:
-        rows, fixed_noise = restore_checkpoint(checkpoint_path, parts, state, config, device)
-    fixed_noise = fixed_noise.to(device)
+    rows = restore_checkpoint(checkpoint_path, parts, state, config, device) if config.resume else []
+    fixed = fixed_inputs(config, generator.num_classes, device)  # samples_epoch_XXX.png: the same z's and classes
     last_g_loss = torch.tensor(rows[-1][3] if rows else float("nan"), device=device)  # logged every critic step
+    data = {"channels": dataloader.images.size(1), "class_names": dataloader.class_names}
     write_json(out_dir / "config.json", {"variant": VARIANT, "script": Path(__file__).stem, "config": asdict(config),
-                                         "torch": torch.__version__, "device": str(device)})
+                                         "data": data, "torch": torch.__version__, "device": str(device)})
     # rewritten from the checkpoint's rows: drops the steps a stopped run made after it
     atomic_write(out_dir / "metrics.csv", lambda f: f.write(csv_text([METRIC_COLUMNS] + rows)))
-    save = lambda: save_checkpoint(checkpoint_path, parts, state, rows, fixed_noise, config, device)
+    save = lambda: save_checkpoint(checkpoint_path, parts, state, rows, config, device)
     pending = []  # per-step metrics still on the device: read back every log_every steps (one sync)
 
     generator.train()
@@ -762,12 +802,11 @@ def train_gan(generator, discriminator, dataloader, config):
             epoch_start, first_batch = time.perf_counter(), state["batch"]
             bar = tqdm(total=len(dataloader), initial=first_batch, desc=f"epoch {epoch + 1}/{config.epochs}",
                        leave=False, disable=not config.progress, dynamic_ncols=True)
-            for index, real in dataloader.batches(epoch, start=first_batch):
-                d_loss, w_dist, gp = critic_step(run_generator, discriminator, real, opt_d, config, autocast)
+            for index, real, labels in dataloader.batches(epoch, start=first_batch):
+                d_loss, w_dist, gp = critic_step(run_generator, discriminator, real, labels, opt_d, config, autocast)
                 if state["step"] % config.n_critic == 0:  # the generator steps on the 1st of n_critic batches
                     discriminator.requires_grad_(False)  # no critic weight gradients in the G step
-                    last_g_loss = generator_step(run_generator, discriminator, real.size(0), opt_g, config,
-                                                 autocast)
+                    last_g_loss = generator_step(run_generator, discriminator, labels, opt_g, config, autocast)
                     discriminator.requires_grad_(True)
                     if ema is not None:
                         update_ema(ema, generator, config.ema_decay, state["ema_updates"])
@@ -798,7 +837,7 @@ def train_gan(generator, discriminator, dataloader, config):
             bar.close()
             state.update(epoch=epoch + 1, batch=0, elapsed=time.perf_counter() - started)
             check_finite([generator, discriminator], state["step"])  # before anything is written
-            write_epoch_outputs(sampler, discriminator, fixed_noise, epoch + 1, config)
+            write_epoch_outputs(sampler, discriminator, fixed, epoch + 1, config, dataloader.class_names)
             write_run_info(config, generator, discriminator, dataloader, state, device)
             save()  # last: the epoch counts as done only once all its files are whole
             seconds, images = time.perf_counter() - epoch_start, (len(dataloader) - first_batch) * dataloader.batch_size
@@ -824,11 +863,14 @@ def write_run_info(config, generator, discriminator, dataloader, state, device):
 
 # ----------------------------------------------------------------------------- outputs and analysis
 @torch.no_grad()
-def generate(generator, z, device, chunk=128):
-    """Images in [-1, 1] on the CPU, with the generator in eval mode (BatchNorm's running stats)."""
+def generate(generator, z, device, labels=None, chunk=128):
+    """Images in [-1, 1] on the CPU, with the generator in eval mode (BatchNorm's running stats);
+    labels are the classes of a conditional generator (class 0 when not given)."""
+    labels = torch.zeros(len(z), dtype=torch.long) if labels is None else labels
     was_training = generator.training
     generator.train(False)
-    images = torch.cat([generator(part.to(device)).float().cpu() for part in z.split(chunk)])
+    images = torch.cat([generator(part.to(device), part_labels.to(device)).float().cpu()
+                        for part, part_labels in zip(z.split(chunk), labels.split(chunk))])
     generator.train(was_training)
     return images
 
@@ -838,8 +880,63 @@ def save_grid(images, path, nrow=8):
                                             value_range=(-1, 1)))
 
 
-def save_samples(generator, noise, path):
-    save_grid(generate(generator, noise, noise.device), path)
+def save_labelled_grid(images, row_names, path, title, nrow):
+    """A grid with a name at the left of each row, pixel for pixel (matplotlib, no display)."""
+    from matplotlib.figure import Figure
+
+    grid = make_grid(images, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+    fig = Figure(figsize=(2 + grid.size(2) / 100, 0.6 + grid.size(1) / 100), layout="constrained")
+    axis = fig.subplots()
+    axis.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    axis.set_yticks([(images.size(-1) + 2) * (n + 0.5) + 1 for n in range(len(row_names))], row_names)
+    axis.set_xticks([])
+    axis.set_title(title)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+
+
+def save_samples(generator, noise, labels, path, class_names):
+    images = generate(generator, noise, noise.device, labels)
+    if not generator.num_classes:
+        return save_grid(images, path)
+    names = [class_label(class_names[i]) for i in labels[::8].tolist()]
+    save_labelled_grid(images, names, path, f"{path.stem}: one class a row", nrow=8)
+
+
+def class_label(name):
+    return f"class {name}" if name.isdigit() else name
+
+
+def class_indices(class_names, classes):
+    """The indices of --classes (names, or numbers: 3 finds '003' and 'class_3'); all when it is empty."""
+    indices = []
+    numbers = [int(match.group()) if (match := re.search(r"\d+$", name)) else None for name in class_names]
+    for token in filter(None, (t.strip() for t in classes.split(","))):
+        found = [i for i, name in enumerate(class_names)
+                 if name == token or (token.isdigit() and numbers[i] == int(token))]
+        if not found:
+            raise ConfigError(f"--classes: there is no class {token!r}; this generator's classes are "
+                              f"{', '.join(class_names[:3])}, ..., {class_names[-1]}")
+        indices.append(found[0])
+    return indices or list(range(len(class_names)))
+
+
+def per_class_images(generator, config, indices, per_class, device):
+    """[len(indices), per_class, C, H, W] in [-1, 1]: the same per_class z's for every class, so that a
+    column shows what the class alone changes."""
+    z = torch.randn(per_class, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 3))
+    labels = torch.tensor(indices).repeat_interleave(per_class)
+    return generate(generator, z.repeat(len(indices), 1), device, labels).unflatten(0, (len(indices), per_class))
+
+
+def save_per_class_grid(images, names, out_dir):
+    """samples_per_class.png, one row a class; pages of CLASSES_PER_PAGE rows (_p1, _p2, ...) beyond."""
+    pages = math.ceil(len(names) / CLASSES_PER_PAGE)
+    for page in range(pages):
+        rows = slice(page * CLASSES_PER_PAGE, (page + 1) * CLASSES_PER_PAGE)
+        name = "samples_per_class.png" if pages == 1 else f"samples_per_class_p{page + 1}.png"
+        title = f"{images.size(1)} samples of each class" + (f", page {page + 1} of {pages}" if pages > 1 else "")
+        save_labelled_grid(images[rows].flatten(0, 1), [class_label(n) for n in names[rows]], Path(out_dir) / name,
+                           title, nrow=images.size(1))
 
 
 def read_metrics(out_dir):
@@ -914,14 +1011,16 @@ def classical_mds(points):
     return (vectors[:, -2:].flip(1) * values[-2:].flip(0).clamp(min=0).sqrt()).float()
 
 
-def latent_space_analysis(generator, config, device, out_dir, count=3):
+def latent_space_analysis(generator, config, device, out_dir, class_names=(), count=3):
     """Are the z's of similar images closer? latent_space_analysis.png, latent_l2_norms.txt,
-    interpolation.png."""
+    interpolation.png. A conditional generator draws the whole pool in its first class, so that
+    the pairs differ by z alone (within one class)."""
     from matplotlib.figure import Figure
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
     z = torch.randn(config.latent_pool, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1))
-    images = generate(generator, z, device)
+    images = generate(generator, z, device)  # class 0 of a conditional generator
+    within = f", all of class {class_names[0]}" if getattr(generator, "num_classes", 0) else ""
     # Image distance on 32x32 area-downsampled pixels: shape and colour, not pixel noise.
     features = F.interpolate(images, size=min(32, config.img_size), mode="area").flatten(1)
     first, second = torch.triu_indices(len(z), len(z), 1)
@@ -933,7 +1032,7 @@ def latent_space_analysis(generator, config, device, out_dir, count=3):
     baseline = latent_distance.mean().item()
     correlation = torch.corrcoef(torch.stack([image_distance, latent_distance]))[0, 1].item()
 
-    lines = [f"{VARIANT} latent-space analysis: {len(z)} images from z ~ N(0, I), z_dim = {config.z_dim}",
+    lines = [f"{VARIANT} latent-space analysis: {len(z)} images from z ~ N(0, I), z_dim = {config.z_dim}{within}",
              "image distance = L2 between 32x32 downsampled images in [-1, 1]; z distance = L2 between z's", ""]
     means = {}
     for name, pairs in groups.items():
@@ -988,49 +1087,86 @@ def latent_space_analysis(generator, config, device, out_dir, count=3):
     atomic_write(Path(out_dir) / "latent_space_analysis.png", lambda f: fig.savefig(f, format="png", dpi=100))
 
     path = torch.cat([slerp(z[i], z[j], 10) for pairs in groups.values() for i, j, _ in pairs])
-    grid = make_grid(generate(generator, path, device), nrow=10, padding=2, normalize=True, value_range=(-1, 1))
     rows = [f"{name} {n + 1}: z#{i} to z#{j}" for name, pairs in groups.items() for n, (i, j, _) in enumerate(pairs)]
-    fig = Figure(figsize=(2 + grid.size(2) / 100, 0.6 + grid.size(1) / 100), layout="constrained")
-    axis = fig.subplots()
-    axis.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-    axis.set_yticks([(config.img_size + 2) * (n + 0.5) + 1 for n in range(len(rows))], rows)
-    axis.set_xticks([])
-    axis.set_title("slerp between the z's of each pair, 10 steps (see latent_l2_norms.txt)")
-    atomic_write(Path(out_dir) / "interpolation.png", lambda f: fig.savefig(f, format="png", dpi=100))
+    save_labelled_grid(generate(generator, path, device), rows, Path(out_dir) / "interpolation.png",
+                       f"slerp between the z's of each pair, 10 steps{within} (see latent_l2_norms.txt)", nrow=10)
 
 
-def write_final_outputs(config, device):
+def write_final_outputs(config, device, data):
     out_dir = Path(config.out_dir)
-    generator = load_generator(out_dir / "generator.pkl", config, device)
+    generator = load_generator(out_dir / "generator.pkl", config, device, data)
     plot_losses(out_dir)
-    z = torch.randn(config.num_samples, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 2))
-    save_grid(generate(generator, z, device), out_dir / "generated_samples.png")
-    latent_space_analysis(generator, config, device, out_dir)
+    random = torch.Generator().manual_seed(config.seed + 2)
+    z = torch.randn(config.num_samples, config.z_dim, generator=random)
+    labels = torch.randint(max(generator.num_classes, 1), (config.num_samples,), generator=random)
+    save_grid(generate(generator, z, device, labels), out_dir / "generated_samples.png")
+    if generator.num_classes:
+        indices = list(range(generator.num_classes))
+        save_per_class_grid(per_class_images(generator, config, indices, PER_CLASS_GRID, device),
+                            data["class_names"], out_dir)
+    latent_space_analysis(generator, config, device, out_dir, data["class_names"])
     if config.keep_copies:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for name in ("generator", "discriminator"):
-            data = (out_dir / f"{name}.pkl").read_bytes()
-            atomic_write(out_dir / f"{name}_{stamp}.pkl", lambda f: f.write(data))
+            weights = (out_dir / f"{name}.pkl").read_bytes()
+            atomic_write(out_dir / f"{name}_{stamp}.pkl", lambda f: f.write(weights))
+
+
+def weights_run(weights, given):
+    """(Config, data) of the run a generator.pkl (or a snapshot of it) comes from: its config.json's
+    model settings with the fields typed now on top; the typed Config alone when there is none."""
+    run_folder = weights.parent.parent if weights.parent.name == "snapshots" else weights.parent
+    if not (run_folder / "config.json").exists():
+        return config_from_dict({**asdict(Config()), **given}), None
+    config = config_from_dict({**asdict(read_config(run_folder / "config.json")), "device": "auto", **given})
+    validate_config(config)
+    return config, json.loads((run_folder / "config.json").read_text()).get("data")
+
+
+def generate_per_class(weights_path, per_class=10, classes="", device="cpu"):
+    """{class name: uint8 images [per_class, H, W, C]} from a conditional generator.pkl and its config.json.
+
+    For a coursework's reproduce file: `generate_per_class("GAN_output/generator.pkl", 10)`.
+    """
+    config, data = weights_run(Path(weights_path).resolve(), {"device": device})
+    if not (config.conditional and data):
+        raise ConfigError(f"{weights_path} is not a conditional generator with its config.json beside it: "
+                          "train with --conditional to generate images of a class")
+    generator = load_generator(weights_path, config, resolve_device(config.device), data)
+    indices = class_indices(data["class_names"], classes)
+    images = per_class_images(generator, config, indices, per_class, resolve_device(config.device))
+    pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
+    return {data["class_names"][i]: batch for i, batch in zip(indices, pixels)}
 
 
 def sample_from_weights(config, given):
-    """--sample: a grid and single PNGs from saved weights, without training."""
+    """--sample: a grid and single PNGs from saved weights, without training; --per-class: of every class."""
     weights = Path(config.sample).resolve()
-    # The run's model settings (not its device), then what was typed now; snapshots/ is one level down.
-    run_folder = weights.parent.parent if weights.parent.name == "snapshots" else weights.parent
-    beside = run_folder / "config.json" if (run_folder / "config.json").exists() else None
-    if beside:
-        config = config_from_dict({**asdict(read_config(beside)), "device": "auto", **given})
-        validate_config(config)
+    config, data = weights_run(weights, given)
     # Beside the weights unless --out-dir is given: the out_dir in config.json may be another machine's.
     out_dir = Path(given["out_dir"]) if "out_dir" in given else weights.parent
+    if config.per_class and not (config.conditional and data):
+        raise ConfigError(f"--per-class: {weights} is not a conditional generator (trained without --conditional, "
+                          "or without its config.json): use --num-samples")
+    indices = class_indices(data["class_names"], config.classes) if config.per_class else []
     device = resolve_device(config.device)
-    generator = load_generator(weights, config, device)
+    generator = load_generator(weights, config, device, data)
     check_writable(out_dir / "samples")
+    for old in (out_dir / "samples").glob("**/sample_*.png"):  # an earlier, larger --num-samples
+        old.unlink()
+    if config.per_class:
+        names = [data["class_names"][i] for i in indices]
+        images = per_class_images(generator, config, indices, config.per_class, device)
+        save_per_class_grid(images, names, out_dir)
+        for name, batch in zip(names, images):
+            (out_dir / "samples" / name).mkdir(exist_ok=True)
+            for index, image in enumerate(batch, 1):
+                save_grid(image, out_dir / "samples" / name / f"sample_{index:04d}.png")
+        print(f"{config.per_class} samples of each of {len(names)} classes from {weights}: "
+              f"{out_dir / 'samples'}/<class>/ and the grid samples_per_class*.png")
+        return 0
     z = torch.randn(config.num_samples, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
     images = generate(generator, z, device)
-    for old in (out_dir / "samples").glob("sample_*.png"):  # an earlier, larger --num-samples
-        old.unlink()
     save_grid(images, out_dir / "samples_grid.png", nrow=int(math.ceil(math.sqrt(len(images)))))
     for index, image in enumerate(images, 1):
         save_grid(image, out_dir / "samples" / f"sample_{index:04d}.png")
@@ -1069,6 +1205,7 @@ def check_out_dir(config):
                           "--overwrite to start afresh, or another --out-dir")
     if config.overwrite and not config.resume:  # no old file may be mistaken for the new run's
         for old in [*(out_dir / name for name in RUN_FILES), *out_dir.glob("samples_epoch_*.png"),
+                    *out_dir.glob("samples_per_class*.png"),
                     *out_dir.glob("snapshots/generator_epoch_*.pkl")]:
             old.unlink(missing_ok=True)
 
@@ -1078,7 +1215,8 @@ def check_out_dir(config):
 RESUME_MAY_CHANGE = {"epochs", "lr_generator", "lr_discriminator", "n_critic", "ema_decay", "device", "amp",
                      "channels_last", "compile", "deterministic", "data_dir", "cache_dir", "preprocess_workers",
                      "out_dir", "log_every", "checkpoint_every", "snapshot_every", "latent_pool", "keep_copies",
-                     "resume", "overwrite", "progress", "num_samples"}
+                     "resume", "overwrite", "progress", "num_samples", "per_class", "classes", "lr_schedule",
+                     "warmup_steps"}
 
 
 def resumed_config(out_dir, given):
@@ -1107,20 +1245,26 @@ def run_training(config, given):
     check_out_dir(config)
     seed_everything(config.seed, config.deterministic)
     try:
-        images, _, cache_path = preprocess.prepare_data(
+        images, labels, cache_path = preprocess.prepare_data(
             data_dir=config.data_dir, source=config.source, cache_dir=config.cache_dir, size=config.img_size,
             rotations=config.rotations, max_angle=config.max_angle, seed=config.data_seed,
             workers=config.preprocess_workers or None, synthetic_images=config.synthetic_images,
             synthetic_classes=config.synthetic_classes, progress=config.progress)
-        loader = InMemoryLoader(images, config.batch_size, config.seed, device, config.channels_last)
+        loader = InMemoryLoader(images, labels, config.batch_size, config.seed, device, config.channels_last)
+        loader.class_names = json.loads((Path(cache_path) / "manifest.json").read_text())["classes"]
+        if config.conditional and len(loader.class_names) < 2:
+            raise ConfigError(f"--conditional needs labelled data, and {cache_path} holds one class: use class "
+                              "subfolders (--source folder) or the flowers' labels")
     except (preprocess.PreprocessError, ConfigError, KeyboardInterrupt):
         if new_folder and not any(out_dir.iterdir()):
             out_dir.rmdir()  # leave no empty output folder behind a data problem
         raise
     loader.cache_path = str(cache_path)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    generator = Generator(config).apply(weights_init).to(device, memory_format=memory_format)
-    discriminator = Discriminator(config).apply(weights_init).to(device, memory_format=memory_format)
+    num_classes = len(loader.class_names) if config.conditional else 0
+    generator = Generator(config, num_classes, images.size(1)).apply(weights_init)
+    discriminator = Discriminator(config, num_classes, images.size(1)).apply(weights_init)
+    generator, discriminator = (m.to(device, memory_format=memory_format) for m in (generator, discriminator))
     dtype = amp_dtype(config, device)
     print(f"{VARIANT} | device {device} | amp {dtype or 'off (fp32)'} | {len(images):,} images from {cache_path}\n"
           f"generator {count_parameters(generator):,} parameters | critic {count_parameters(discriminator):,} "
@@ -1145,7 +1289,7 @@ def run_training(config, given):
             advice = "no checkpoint was written yet: lower the learning rate and start again with --overwrite"
         print(f"error: {error}; stopped without saving anything after it; {advice}", file=sys.stderr)
         return 1
-    write_final_outputs(config, device)
+    write_final_outputs(config, device, {"channels": images.size(1), "class_names": loader.class_names})
     print(f"done: {info['epochs_done']} epochs, {info['generator_steps']} generator steps in "
           f"{info['wall_time_s']:.0f}s ({info['images_per_s']:.0f} img/s). Outputs in {out_dir}/")
     return 0

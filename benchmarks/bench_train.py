@@ -90,11 +90,11 @@ def prepare_naive_folder(args):
 def memory_batches(module, config, device):
     import preprocess
 
-    images, _, _ = preprocess.prepare_data(data_dir=config.data_dir, cache_dir=config.cache_dir,
-                                           size=config.img_size, progress=False)
-    loader = module.InMemoryLoader(images, config.batch_size, 0, device, config.channels_last)
+    images, labels, _ = preprocess.prepare_data(data_dir=config.data_dir, cache_dir=config.cache_dir,
+                                                size=config.img_size, progress=False)
+    loader = module.InMemoryLoader(images, labels, config.batch_size, 0, device, config.channels_last)
     for epoch in itertools.count():
-        for _, real in loader.batches(epoch):
+        for _, real, _ in loader.batches(epoch):
             yield real
 
 
@@ -125,10 +125,11 @@ def measure(args):
             seconds = time.perf_counter() - started
             break
         real = real.to(device, non_blocking=True)
-        module.critic_step(generator, discriminator, real, opt_d, config, autocast)
+        labels = torch.zeros(real.size(0), dtype=torch.long, device=device)  # unconditional: ignored
+        module.critic_step(generator, discriminator, real, labels, opt_d, config, autocast)
         if step % config.n_critic == 0:  # as in train_gan
             discriminator.requires_grad_(False)
-            module.generator_step(generator, discriminator, real.size(0), opt_g, config, autocast)
+            module.generator_step(generator, discriminator, labels, opt_g, config, autocast)
             discriminator.requires_grad_(True)
     peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -296,10 +296,10 @@ def test_a_run_stopped_before_its_epoch_checkpoint_redoes_the_epoch_and_all_its_
     assert gan_complete.main(args(tmp_path / "whole")) == 0
     real_save_samples = gan_complete.save_samples
 
-    def disk_full_at_epoch_2(generator, noise, path):
+    def disk_full_at_epoch_2(generator, noise, labels, path, class_names):
         if path.name == "samples_epoch_002.png":
             raise OSError(28, "No space left on device")
-        return real_save_samples(generator, noise, path)
+        return real_save_samples(generator, noise, labels, path, class_names)
 
     monkeypatch.setattr(gan_complete, "save_samples", disk_full_at_epoch_2)
     stopped = tmp_path / "stopped"

@@ -52,7 +52,7 @@ class LinearCritic(torch.nn.Module):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.randn(shape, dtype=torch.float64))
 
-    def forward(self, x):
+    def forward(self, x, labels=None):
         return (x * self.weight).flatten(1).sum(1) + 0.5
 
 
@@ -69,7 +69,7 @@ def test_gradient_penalty_is_exact_for_a_linear_critic(memory_format):
 class HalfSquaredNorm(torch.nn.Module):
     """D(x) = ||x||^2 / 2 per sample: its gradient is x itself, a different norm for every sample."""
 
-    def forward(self, x):
+    def forward(self, x, labels=None):
         return (x ** 2).flatten(1).sum(1) / 2
 
 
@@ -91,15 +91,15 @@ def test_gradient_penalty_takes_each_samples_own_gradient_norm(memory_format):
 
 def test_wgan_clip_keeps_every_critic_parameter_within_the_clip_value():
     module = MODULES["wgan_clip"]
-    config = module.Config(img_size=32, g_channels=16, d_channels=16, clip_value=0.01)
-    generator, discriminator = module.Generator(config), module.Discriminator(config)
+    config = module.Config(img_size=32, g_channels=16, d_channels=16, clip_value=0.01, conditional=True)
+    generator, discriminator = module.Generator(config, 4), module.Discriminator(config, 4)
     with torch.no_grad():
         for parameter in discriminator.parameters():
             parameter.normal_(0, 1)  # far outside the clip range before the update
     opt_g, opt_d = module.make_optimizers(generator, discriminator, config, torch.device("cpu"))
-    module.critic_step(generator, discriminator, torch.rand(8, 3, 32, 32) * 2 - 1, opt_d, config,
-                       lambda: torch.autocast("cpu", enabled=False))
-    for name, parameter in discriminator.named_parameters():
+    module.critic_step(generator, discriminator, torch.rand(8, 3, 32, 32) * 2 - 1, torch.arange(8) % 4, opt_d,
+                       config, lambda: torch.autocast("cpu", enabled=False))
+    for name, parameter in discriminator.named_parameters():  # the class embedding is a critic weight too
         assert parameter.abs().max() <= 0.01, name
     assert any((parameter.abs() == 0.01).any() for parameter in discriminator.parameters())
 
@@ -239,7 +239,7 @@ def test_saved_weights_are_cpu_state_dicts_that_load_safely(script, finished_run
         assert pickle.load(f).keys() == state.keys()  # a plain pickle of a state_dict, as documented
     checkpoint = torch.load(out_dir / "checkpoint.pt", weights_only=True)
     assert {"generator", "discriminator", "ema", "opt_g", "opt_d", "sched_g", "sched_d", "rng",
-            "fixed_noise", "metrics"} <= checkpoint.keys()
+            "metrics"} <= checkpoint.keys()
     # the saved generator is the EMA copy: different from the raw generator in the checkpoint
     assert any(not torch.equal(state[k], checkpoint["generator"][k]) for k in state if k.endswith("weight"))
 
@@ -402,7 +402,7 @@ class TableGenerator(torch.nn.Module):
         self.levels = torch.tensor([-1.0, -0.99, 1.0, 0.98, 0.9, 0.3, 0.31, -0.3, 0.0, 0.5, -0.6, 0.7, 0.1, -0.8,
                                     0.6, -0.2])
 
-    def forward(self, z):
+    def forward(self, z, labels=None):
         return self.levels[torch.arange(len(z)) % len(self.levels)].view(-1, 1, 1, 1).expand(-1, 3, 32, 32)
 
 
