@@ -94,7 +94,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import torch
 from PIL import Image, ImageChops, ImageDraw, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
@@ -802,6 +801,8 @@ def load_cache(cache_path):
     if not is_complete(cache_path):
         raise PreprocessError(f"{cache_path} is not a complete cache (needs manifest.json, labels.npy and "
                               "images.npy); run python preprocess.py to build it")
+    import torch  # here: importing it is 2 s of CPU that building the cache (the command line) never needs
+
     manifest = json.loads((cache_path / "manifest.json").read_text())
     images = torch.from_numpy(np.load(cache_path / "images.npy"))
     labels = torch.from_numpy(np.load(cache_path / "labels.npy"))

@@ -6,7 +6,7 @@
     python benchmarks/bench_preprocess.py ../shared/data/flowers102-fullres-sample --script /tmp/old_preprocess.py
 
 Each run builds the cache from nothing into a fresh temporary folder (no reuse, no resume) in a fresh
-process, so that importing torch and starting the workers count, as they do on a user's first run.
+process, so that imports and starting the workers count, as they do on a user's first run.
 Per run it prints wall time, CPU time (user + system of that process and its workers: what the work
 costs, whatever else the machine runs), source images/s, and the 1-minute load average before and
 after. The machine may be shared: a load average above ~0.5 before a run means someone else was
@@ -82,7 +82,7 @@ def main():
     print(f"data: {args.data_dir.resolve()}, --size {args.size} --rotations {args.rotations}; script: {args.script}")
     import_wall, import_cpu = timed([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
                                      "import preprocess"])
-    print(f"start-up (a process importing preprocess and torch): {import_wall:.2f} s wall, {import_cpu:.2f} s CPU")
+    print(f"start-up (a process that imports preprocess): {import_wall:.2f} s wall, {import_cpu:.2f} s CPU")
     print("| run | wall s | CPU s | source images/s (wall) | CPU ms/image | load before | load after |")
     print("|---|---|---|---|---|---|---|")
     runs = []
