@@ -68,10 +68,11 @@ Every file is written to a temporary name and renamed, so Ctrl-C never leaves ha
 killed mid-write leaves only a hidden .tmp, deleted by the next run once its writer is gone), and a rerun redoes only
 images whose PNGs are missing.
 
-Measured on a 2-core CPU (the 8,189 coursework flowers at 128 px, --size 64 --rotations 2):
-first run 24.5 s on a quiet machine, 61 s while other jobs kept the load at 4 (43 s of CPU either
-way); second run 1.6 s, mostly importing torch; load_cache 0.04-0.5 s for 24,567 images, where
-reading the 24,567 PNGs instead takes 4.4 s, hence the packed .npy file (302 MB).
+Measured on a 2-core CPU (benchmarks/bench_preprocess.py; the 1,020 full-size originals in
+../shared/data/flowers102-fullres-sample, --size 64 --rotations 2): first run 11.4 s of CPU, 17 s
+wall while other jobs kept the load at 4 (version 1, decoding and rotating at full size: 71-76 s
+of CPU); second run 0.4 s. load_cache takes 0.04-0.5 s for 24,567 images, where reading their
+PNGs instead takes 4.4 s, hence the packed .npy file (302 MB at 64 px).
 """
 
 import argparse

@@ -80,9 +80,10 @@ def main():
 
     print(f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} usable cores; python {sys.version.split()[0]}")
     print(f"data: {args.data_dir.resolve()}, --size {args.size} --rotations {args.rotations}; script: {args.script}")
-    import_wall, import_cpu = timed([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-                                     "import preprocess"])
-    print(f"start-up (a process that imports preprocess): {import_wall:.2f} s wall, {import_cpu:.2f} s CPU")
+    script = args.script.resolve()
+    import_wall, import_cpu = timed([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(script.parent)!r}); "
+                                     f"import {script.stem}"])
+    print(f"start-up (a process that imports {script.name}): {import_wall:.2f} s wall, {import_cpu:.2f} s CPU")
     print("| run | wall s | CPU s | source images/s (wall) | CPU ms/image | load before | load after |")
     print("|---|---|---|---|---|---|---|")
     runs = []
