@@ -161,9 +161,9 @@ def make_digits(root, folder):
     values = {}
     for split, labels in DIGIT_LABELS.items():
         images = np.zeros((len(labels), 28, 28), dtype=np.uint8)
-        for k, label in enumerate(labels):
-            values[f"{'test' if split == 't10k' else split}_{k:05d}"] = 20 + 30 * len(values)
-            images[k, 10:18, 10:18] = list(values.values())[-1]
+        for k in range(len(labels)):
+            key = f"{'test' if split == 't10k' else split}_{k:05d}"  # the cache's file stem
+            values[key] = images[k, 10:18, 10:18] = 20 + 30 * len(values)
         write_idx(root / folder / "raw" / f"{split}-images-idx3-ubyte", images)
         write_idx(root / folder / "raw" / f"{split}-labels-idx1-ubyte", np.array(labels))
     return values
