@@ -66,8 +66,8 @@ def main():
         rows = []
         for name in picked:  # old | new, unrotated then first rotated copy
             rotated = name.with_name(f"{name.stem}_r1.png")
-            rows.append(with_gaps([pixels(folder / path) for path in (name, rotated) for folder in (args.old, args.new)],
-                                  axis=1))
+            tiles = [pixels(folder / path) for path in (name, rotated) for folder in (args.old, args.new)]
+            rows.append(with_gaps(tiles, axis=1))
         grid = with_gaps(rows, axis=0)
         Image.fromarray(grid).resize((grid.shape[1] * FIGURE_ZOOM, grid.shape[0] * FIGURE_ZOOM),
                                      Image.Resampling.NEAREST).save(args.figure)
