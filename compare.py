@@ -836,7 +836,7 @@ def verdict(runs, scores, floors, warnings, fd_floor=None):
             sentences[0] += "."
         if by_fd:
             others = "".join(f", against {fd_of(scores[index]):.2f} for {name(index)}" for index in by_fd[1:])
-            sentences.append(f"{FD_NAME} {'agrees' if len(runs) > 1 else 'is'}: {fd_of(scores[best]):.2f}{others}.")
+            sentences.append(f"{FD_NAME}{' agrees' if len(runs) > 1 else ''}: {fd_of(scores[best]):.2f}{others}.")
     floor = floors[runs[best].config.img_size]["avg"]
     sentences.append(
         f"For scale, two disjoint samples of real images score {floor:.2f} x10^3 on SWD"
@@ -949,8 +949,8 @@ def report(runs, scores, floors, caveats, num_images, real_count, structure):
         f"{COLLAPSE_RATIO}.{structure_note(structure, conditional and num_images)}{fid_note}", "",
         "## SWD per Laplacian-pyramid level (x10^3)" + ("" if structure.skipped else f" and {FD_NAME}"), "",
         *markdown_table(["variant", "run", *levels, *([FD_NAME] if floor_fd else [])], level_rows), "",
-        "The lowest of each column is in bold: the level where a run leads is the scale it does better at "
-        "(the finest level is texture and checkerboard, the coarsest layout and colour).", "",
+        *(["The lowest of each column is in bold: the level where a run leads is the scale it does better at "
+           "(the finest level is texture and checkerboard, the coarsest layout and colour).", ""] if len(runs) > 1 else []),
         *curve_lines(runs, scores),
         "## Verdict", "",
         *verdict(runs, scores, floors, warnings, None if structure.skipped else structure.floor["fd"]), "",
