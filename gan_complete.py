@@ -36,10 +36,10 @@ import pickle
 import random
 import re
 import shlex
-import shutil
 import signal
 import sys
 import time
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -88,7 +88,7 @@ class Config:
     ema_decay: float = 0.999  # EMA of the generator's weights for samples and saved weights; 0 = off
     seed: int = 42  # seeds python, numpy and torch: the same seed gives the same weights on CPU
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    amp: str = "auto"  # mixed precision: auto (bf16 on CUDA and on CPUs with bf16 units, else fp32) | bf16 | off
+    amp: str = "auto"  # mixed precision: auto (bf16 where fast, fp16 on older GPUs, else fp32) | bf16 | fp16 | off
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and tensor cores
     compile: bool = False  # torch.compile the generator (minutes of start-up, faster steps on GPU)
     deterministic: bool = False  # deterministic GPU kernels (slower); CPU runs are always reproducible
@@ -126,11 +126,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _field_comments():
     """The comment after each Config field, used as its --help text (one source of truth)."""
-    try:
-        source = inspect.getsource(Config)
-    except (OSError, TypeError):
-        return {}
-    return dict(re.findall(r"^\s+(\w+): [^=]+= .*?  # (.*)$", source, flags=re.M))
+    return dict(re.findall(r"^\s+(\w+): [^=]+= .*?  # (.*)$", inspect.getsource(Config), flags=re.M))
 
 
 def build_parser():
@@ -177,10 +173,8 @@ def parse_config(argv=None):
 
 
 def validate_config(config):
-    positive = ["epochs", "batch_size", "z_dim", "g_channels", "d_channels", "n_critic",
-                "log_every", "num_samples", "synthetic_images", "synthetic_classes",
-                "lr_generator", "lr_discriminator"]
-    for name in positive:
+    for name in ["epochs", "batch_size", "z_dim", "g_channels", "d_channels", "n_critic", "log_every", "num_samples",
+                 "synthetic_images", "synthetic_classes", "lr_generator", "lr_discriminator"]:
         if not getattr(config, name) > 0:  # also catches nan
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
     for name in ["rotations", "checkpoint_every", "snapshot_every", "preprocess_workers", "max_angle", "warmup_steps",
@@ -211,10 +205,9 @@ def validate_config(config):
         raise ConfigError(f"--latent-pool must be at least 8, got {config.latent_pool}")
     if config.classes and not config.per_class:
         raise ConfigError("--classes chooses the classes of --per-class: pass --per-class N too")
-    if config.lr_schedule not in ("cosine", "linear", "constant"):
-        raise ConfigError(f"--lr-schedule must be cosine, linear or constant, got {config.lr_schedule!r}")
-    if config.amp not in ("auto", "bf16", "off"):
-        raise ConfigError(f"--amp must be auto, bf16 or off, got {config.amp!r}")
+    for name, choices in (("lr_schedule", ("cosine", "linear", "constant")), ("amp", ("auto", "bf16", "fp16", "off"))):
+        if (value := getattr(config, name)) not in choices:
+            raise ConfigError(f"--{name.replace('_', '-')} must be {' or '.join(choices)}, got {value!r}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", config.device):
         raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {config.device!r}")
     method_checks(config)
@@ -248,11 +241,12 @@ def cpu_has_native_bf16():
 
 
 def amp_dtype(config, device):
-    """bf16 autocast needs no GradScaler (fp32's exponent range), so it is the only mode offered."""
+    """bf16 has fp32's exponent range and needs no loss scaler; fp16 (a T4's or V100's fast tensor cores)
+    underflows small gradients, so it comes with a GradScaler (train_gan, scaled_step)."""
     if config.amp != "auto":
-        return torch.bfloat16 if config.amp == "bf16" else None
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[config.amp]
     if device.type == "cuda":  # bf16 tensor cores from Ampere (8.0) on; older GPUs only emulate it, slowly
-        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else None
+        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
     return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
 
 
@@ -350,7 +344,7 @@ def load_weights(module, state, path):
     expected = module.state_dict()
     for key, value in expected.items():
         if key not in state:
-            raise WeightsError(f"{path} does not fit the Config: it has no '{key}'")
+            raise WeightsError(f"{path} does not fit the Config: it has no '{key}' (another --conditional?)")
         if state[key].shape != value.shape:
             raise WeightsError(
                 f"{path} does not fit the Config: '{key}' has shape {list(state[key].shape)} in the file "
@@ -358,7 +352,8 @@ def load_weights(module, state, path):
                 "--img-size the weights were trained with")
     extra = sorted(set(state) - set(expected))
     if extra:
-        raise WeightsError(f"{path} does not fit the Config: unexpected '{extra[0]}' (another --img-size?)")
+        raise WeightsError(f"{path} does not fit the Config: unexpected '{extra[0]}' (another --img-size or "
+                           "--conditional?)")
     module.load_state_dict(state)
 
 
@@ -426,12 +421,8 @@ def weights_init(module):
 
 class Generator(nn.Module):
     """z -> Linear -> g_channels x 4 x 4 -> (ConvTranspose2d k4 s2, BatchNorm, ReLU) x n -> Tanh.
-
-    Conditional (num_classes > 0): a learned embedding of the class y, as long as z, is joined to z
-    before the first layer. Conditional BatchNorm (a class gain and bias in every layer) is the
-    stronger choice of BigGAN; the concatenation is one extra input of the Linear, and enough for
-    the class's colours and shapes at 64 px (README, "Class-conditional generation").
-    """
+    Conditional: a learned embedding of the class y, as long as z, joins z at the input (README,
+    "Class-conditional generation", on why not conditional BatchNorm)."""
 
     def __init__(self, config, num_classes=0, image_channels=3):
         super().__init__()
@@ -453,22 +444,26 @@ class Generator(nn.Module):
         return self.net(self.project(z).view(-1, self.channels, 4, 4))
 
 
+class InstanceNormFP32(nn.InstanceNorm2d):
+    """InstanceNorm in fp32 under autocast: in fp16 its double backward (the penalty's) returns NaN."""
+
+    def forward(self, x):
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float()).to(x.dtype)
+
+
 def critic_norm(channels):
     """InstanceNorm, not BatchNorm: the gradient penalty is per sample, and BatchNorm makes
     each critic output depend on the whole batch (Gulrajani et al. 2017, section 4)."""
-    return nn.InstanceNorm2d(channels, affine=True)
+    return InstanceNormFP32(channels, affine=True)
 
 
 class Discriminator(nn.Module):
-    """The critic (a WGAN's name) or discriminator (DCGAN's): strided Conv2d blocks with
-    critic_norm on all but the first, LeakyReLU(0.2), then phi(x), the last d_channels x 4 x 4
-    features, to one unbounded score per image psi(phi(x)) by a 4x4 conv (a Wasserstein score,
-    or DCGAN's logit; no sigmoid, the loss holds it).
-
+    """The critic (a WGAN's name) or discriminator (DCGAN's): strided Conv2d blocks with critic_norm on
+    all but the first, LeakyReLU(0.2), to phi(x) (d_channels x 4 x 4), then a 4x4 conv psi to one
+    unbounded score (a Wasserstein score, or DCGAN's logit; no sigmoid, the loss holds it).
     Conditional: the projection discriminator (Miyato & Koyama 2018), D(x, y) = psi(phi(x)) +
-    <embed(y), phi(x)>, a learned class embedding as long as phi(x). It is a critic weight like
-    any other: clipped by WGAN-clip, and under the gradient penalty through D(x_hat, y).
-    """
+    <embed(y), phi(x)>; the embedding is a critic weight (clipped by WGAN-clip, penalised by WGAN-GP)."""
 
     def __init__(self, config, num_classes=0, image_channels=3):
         super().__init__()
@@ -513,49 +508,53 @@ def make_optimizers(generator, discriminator, config, device):
     return opt_g, opt_d
 
 
-def compute_gradient_penalty(discriminator, real, fake, labels=None):
+def compute_gradient_penalty(discriminator, real, fake, labels=None, scaler=None):
     """E[(||grad_x_hat D(x_hat, y)||_2 - 1)^2] on x_hat = a * real + (1 - a) * fake, a ~ U[0, 1] per sample;
-    real and fake share their classes y, so x_hat has them too."""
+    real and fake share their classes y, so x_hat has them too.
+
+    Under fp16 the inner gradient is taken of the scaled scores (small fp16 gradients underflow) and
+    unscaled before its norm, in fp32: torch.amp's pattern for gradient penalties. An overflow gives an
+    inf penalty, and the scaler skips that step.
+    """
     alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device)
     interpolates = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     scores = discriminator(interpolates, labels)
-    (gradients,) = torch.autograd.grad(scores.sum(), interpolates, create_graph=True)
+    scale = 1.0 if scaler is None else scaler.scale(torch.ones((), device=real.device))  # no host sync
+    (gradients,) = torch.autograd.grad(scores.float().sum() * scale, interpolates, create_graph=True)
     # reshape, not view: the gradient of a channels_last input is not contiguous in NCHW order.
-    gradients = gradients.float().reshape(gradients.size(0), -1)
+    gradients = (gradients.float() / scale).reshape(gradients.size(0), -1)
     return ((gradients.norm(2, dim=1) - 1) ** 2).mean()
 
 
-def critic_step(generator, discriminator, real, labels, opt_d, config, autocast):
-    """One critic update; returns (d_loss, Wasserstein estimate, gradient penalty)."""
+def critic_step(generator, discriminator, real, labels, opt_d, scaler, config, autocast):
+    """One critic update; returns (d_loss, Wasserstein estimate, gradient penalty, skipped by the scaler)."""
     z = torch.randn(real.size(0), config.z_dim, device=real.device)
     with torch.no_grad(), autocast():
         fake = generator(z, labels)  # the real batch's classes (ignored by unconditional models)
     with autocast():
         real_score = discriminator(real, labels).float().mean()
         fake_score = discriminator(fake, labels).float().mean()
-        gradient_penalty = compute_gradient_penalty(discriminator, real, fake.float(), labels)
+        gradient_penalty = compute_gradient_penalty(discriminator, real, fake.float(), labels, scaler)
     # L_D = E[D(G(z))] - E[D(x)] + lambda * GP
     d_loss = fake_score - real_score + config.lambda_gp * gradient_penalty
-    opt_d.zero_grad(set_to_none=True)
-    d_loss.backward()
-    opt_d.step()
-    return d_loss.detach(), (real_score - fake_score).detach(), gradient_penalty.detach()
+    skipped = scaled_step(d_loss, opt_d, scaler)
+    return d_loss.detach(), (real_score - fake_score).detach(), gradient_penalty.detach(), skipped
 
 
-def generator_step(generator, discriminator, labels, opt_g, config, autocast):
-    """One generator update for images of these classes; returns g_loss."""
+def generator_step(generator, discriminator, labels, opt_g, scaler, config, autocast):
+    """One generator update for images of these classes; returns (g_loss, skipped by the scaler)."""
     z = torch.randn(labels.size(0), config.z_dim, device=labels.device)
     with autocast():
         # L_G = -E[D(G(z))]
         g_loss = -discriminator(generator(z, labels), labels).float().mean()
-    opt_g.zero_grad(set_to_none=True)
-    g_loss.backward()
-    opt_g.step()
-    return g_loss.detach()
+    return g_loss.detach(), scaled_step(g_loss, opt_g, scaler)
 
 
 # ----------------------------------------------------------------------------- training
-METRIC_COLUMNS = ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time"]
+# d_skipped / g_skipped: 1 where the fp16 loss scaler skipped this critic step / the generator step whose
+# g_loss the row shows, for inf/nan gradients: there an inf loss is the scaler's business, not a divergence.
+METRIC_COLUMNS = ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time", "d_skipped", "g_skipped"]
+SKIPPED_LIMIT = 100  # this many steps in a row with a skipped update: the run diverged (a start skips ~20)
 PER_CLASS_GRID = 10  # images of each class in a conditional run's samples_per_class.png
 CLASSES_PER_PAGE = 34  # rows of one samples_per_class page: the 102 flower classes fill 3 legible pages
 BN_CALIBRATION_BATCHES = 16  # train-mode passes that measure the EMA generator's BatchNorm statistics
@@ -593,27 +592,15 @@ class _StopRequest:
             signal.signal(s, handler)
 
 
-def data_fingerprint(images):
-    """A hash of every pixel: tells other images apart, even as many (about 0.2 s for 300 MB)."""
-    return hashlib.sha1(images.cpu().contiguous().numpy().data, usedforsecurity=False).hexdigest()[:16]
-
-
 def lr_schedule(optimizer, config, total_steps):
-    """The learning-rate factor of a critic step: linear warm-up, then cosine, linear or constant.
-
-    A closed form of the step (not a recursion), so that a resumed run may change lr or epochs.
-    """
-    warmup, decay_steps = config.warmup_steps, max(total_steps - config.warmup_steps, 1)
-
-    def factor(step):
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = min(step - warmup, decay_steps) / decay_steps
-        if config.lr_schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        return 1 - progress if config.lr_schedule == "linear" else 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    """Linear warm-up from 0 over warmup_steps, then a cosine or linear decay to 0, or constant.
+    A closed form of the step (not a recursion), so that a resumed run may change lr or epochs."""
+    decay_steps = max(total_steps - config.warmup_steps, 1)
+    shape = {"cosine": lambda t: 0.5 * (1 + math.cos(math.pi * t)), "linear": lambda t: 1 - t,
+             "constant": lambda t: 1.0}[config.lr_schedule]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (step + 1) / (config.warmup_steps + 1)
+                                             if step < config.warmup_steps
+                                             else shape(min(step - config.warmup_steps, decay_steps) / decay_steps))
 
 
 @torch.no_grad()
@@ -632,15 +619,26 @@ def update_ema(ema, generator, decay, updates):
             mine.lerp_(theirs, 1 - weight)
 
 
+def scaled_step(loss, optimizer, scaler, max_grad_norm=0.0):
+    """backward and step through the loss scaler (a pass-through one without fp16), gradients clipped to
+    max_grad_norm if > 0; returns 1.0 on the device when the scaler skipped the step (inf/nan gradients,
+    its scale lowered), else 0.0: read with the other metrics, not now (no host sync)."""
+    scale_before = scaler.scale(torch.ones((), device=loss.device))
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if max_grad_norm > 0:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    return (scaler.scale(torch.ones((), device=loss.device)) < scale_before).float()
+
+
 @torch.no_grad()
 def recalibrated_batchnorm(ema, config, seed):
-    """A copy of the EMA generator with BatchNorm statistics measured on its own weights.
-
-    The running mean/var that update_ema averages are the raw generator's, measured on other
-    weights than the averaged ones: they misstate the first layers' variance and so the samples'
-    contrast. A few train-mode passes on fresh z with a cumulative average (momentum None) measure
-    the averaged weights' own statistics; a private RNG leaves the training's random stream alone.
-    """
+    """A copy of the EMA generator with BatchNorm statistics measured on its own weights: the averaged
+    running mean/var are the raw generator's, of other weights, and misstate the samples' contrast.
+    Train-mode passes on fresh z, a cumulative average (momentum None), a private RNG."""
     calibrated = copy.deepcopy(ema).train()
     for norm in calibrated.modules():
         if isinstance(norm, nn.BatchNorm2d):
@@ -701,12 +699,13 @@ def restore_checkpoint(path, parts, state, config, device):
             # this machine's kernels, not the checkpoint's: a CPU run resumed on a GPU gets fused Adam
             group.update({flag: fresh[flag] for flag in ("fused", "foreach") if flag in fresh})
         parts[name].load_state_dict(checkpoint[name])
+    for name in ("scaler_g", "scaler_d"):
+        if checkpoint[name]:  # empty when the run had no fp16 scaler; a resumed fp16 run keeps its scale
+            parts[name].load_state_dict(checkpoint[name])
     for name, lr in (("sched_g", config.lr_generator), ("sched_d", config.lr_discriminator)):
-        scheduler = parts[name]
-        scheduler.load_state_dict(checkpoint[name])
-        scheduler.base_lrs = [lr]  # the Config may lower the LR on resume (after a NaN, say)
-        for group in scheduler.optimizer.param_groups:
-            group["lr"] = lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
+        parts[name].load_state_dict(checkpoint[name])
+        parts[name].base_lrs = [lr]  # the Config may lower the LR on resume (after a NaN, say)
+        parts[name].optimizer.param_groups[0]["lr"] = lr * parts[name].lr_lambdas[0](parts[name].last_epoch)
     state.update(saved)
     if parts["ema"] is not None and checkpoint["ema"] is None:  # EMA switched on now: it starts from the generator
         state["ema_updates"] = 0
@@ -725,14 +724,20 @@ def flush_metrics(pending, rows, out_dir, bar):
     if not pending:
         return
     values = torch.stack([torch.stack(p[2]) for p in pending]).float().cpu()
-    new_rows = [[step, epoch, *v.tolist(), lr, t] for (step, epoch, _, lr, t), v in zip(pending, values)]
+    new_rows = [[step, epoch, *v[:4].tolist(), lr, t, *v[4:].tolist()]
+                for (step, epoch, _, lr, t), v in zip(pending, values)]
     pending.clear()
     rows.extend(new_rows)
     with open(out_dir / "metrics.csv", "ab") as f:  # whole rows in one write; a torn last row is dropped on read
         f.write(csv_text(new_rows))
-    if not torch.isfinite(values).all():
-        bad = next(r for r in new_rows if not all(math.isfinite(v) for v in r[2:6]))
+    finite = torch.isfinite(values)
+    diverged = ~(finite[:, [0, 2, 3]].all(1) | (values[:, 4] > 0)) | ~(finite[:, 1] | (values[:, 5] > 0))
+    if diverged.any():
+        bad = new_rows[int(diverged.nonzero()[0])]
         raise NonFiniteLoss(f"non-finite loss at step {bad[0]} (d_loss={bad[2]}, g_loss={bad[3]})")
+    streak = next((n for n, row in enumerate(reversed(rows)) if not (row[8] or row[9])), len(rows))
+    if streak >= SKIPPED_LIMIT:
+        raise NonFiniteLoss(f"the fp16 loss scaler skipped an update in each of the {streak} steps to {rows[-1][0]}")
     d_loss, g_loss, w_dist, gp = new_rows[-1][2:6]
     bar.set_postfix(D=f"{d_loss:.3f}", G=f"{g_loss:.3f}", W=f"{w_dist:.3f}", GP=f"{gp:.3f}")
 
@@ -777,15 +782,19 @@ def train_gan(generator, discriminator, dataloader, config):
     total_steps = config.epochs * len(dataloader)
     ema = copy.deepcopy(generator).requires_grad_(False) if config.ema_decay > 0 else None
     parts = {"generator": generator, "discriminator": discriminator, "ema": ema, "opt_g": opt_g, "opt_d": opt_d,
-             "sched_g": lr_schedule(opt_g, config, total_steps), "sched_d": lr_schedule(opt_d, config, total_steps)}
+             "sched_g": lr_schedule(opt_g, config, total_steps), "sched_d": lr_schedule(opt_d, config, total_steps),
+             **{name: torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # pass-through unless fp16
+                for name in ("scaler_g", "scaler_d")}}
     sampler = ema if ema is not None else generator
     run_generator = torch.compile(generator) if config.compile else generator
+    pixels = hashlib.sha1(dataloader.images.cpu().numpy().data, usedforsecurity=False).hexdigest()[:16]  # ~0.2 s
     state = {"epoch": 0, "batch": 0, "step": 0, "g_steps": 0, "ema_updates": 0, "images_seen": 0,
-             "elapsed": 0.0, "images": len(dataloader.images), "data": data_fingerprint(dataloader.images)}
+             "elapsed": 0.0, "images": len(dataloader.images), "data": pixels}
     checkpoint_path = out_dir / "checkpoint.pt"
     rows = restore_checkpoint(checkpoint_path, parts, state, config, device) if config.resume else []
     fixed = fixed_inputs(config, generator.num_classes, device)  # samples_epoch_XXX.png: the same z's and classes
     last_g_loss = torch.tensor(rows[-1][3] if rows else float("nan"), device=device)  # logged every critic step
+    g_skipped = torch.zeros((), device=device)
     data = {"channels": dataloader.images.size(1), "class_names": dataloader.class_names}
     write_json(out_dir / "config.json", {"variant": VARIANT, "script": Path(__file__).stem, "config": asdict(config),
                                          "data": data, "torch": torch.__version__, "device": str(device)})
@@ -797,16 +806,20 @@ def train_gan(generator, discriminator, dataloader, config):
     generator.train()
     discriminator.train()
     started = time.perf_counter() - state["elapsed"]
-    with _StopRequest() as stop:
+    with _StopRequest() as stop, warnings.catch_warnings():
+        # a step the fp16 scaler skips looks to the LR scheduler like a missed optimizer.step(): expected
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before `optimizer.step()`")
         for epoch in range(state["epoch"], config.epochs):
             epoch_start, first_batch = time.perf_counter(), state["batch"]
             bar = tqdm(total=len(dataloader), initial=first_batch, desc=f"epoch {epoch + 1}/{config.epochs}",
                        leave=False, disable=not config.progress, dynamic_ncols=True)
             for index, real, labels in dataloader.batches(epoch, start=first_batch):
-                d_loss, w_dist, gp = critic_step(run_generator, discriminator, real, labels, opt_d, config, autocast)
+                d_loss, w_dist, gp, skipped = critic_step(run_generator, discriminator, real, labels, opt_d,
+                                                          parts["scaler_d"], config, autocast)
                 if state["step"] % config.n_critic == 0:  # the generator steps on the 1st of n_critic batches
                     discriminator.requires_grad_(False)  # no critic weight gradients in the G step
-                    last_g_loss = generator_step(run_generator, discriminator, labels, opt_g, config, autocast)
+                    last_g_loss, g_skipped = generator_step(run_generator, discriminator, labels, opt_g,
+                                                            parts["scaler_g"], config, autocast)
                     discriminator.requires_grad_(True)
                     if ema is not None:
                         update_ema(ema, generator, config.ema_decay, state["ema_updates"])
@@ -818,7 +831,7 @@ def train_gan(generator, discriminator, dataloader, config):
                 state["step"] += 1
                 state["batch"] = index + 1
                 state["images_seen"] += real.size(0)
-                pending.append((state["step"], epoch + 1, [d_loss, last_g_loss, w_dist, gp], lr,
+                pending.append((state["step"], epoch + 1, [d_loss, last_g_loss, w_dist, gp, skipped, g_skipped], lr,
                                 time.perf_counter() - started))
                 bar.update(1)
                 at_checkpoint = config.checkpoint_every and state["step"] % config.checkpoint_every == 0
@@ -1065,8 +1078,7 @@ def latent_space_analysis(generator, config, device, out_dir, class_names=(), co
         for n, (i, j, k) in enumerate(pairs):
             scatter.plot(*zip(position[i], position[j]), style, color=color, marker="o",
                          label=f"{name} pairs" if n == 0 else None)
-            middle = (position[i] + position[j]) / 2
-            scatter.annotate(f"{latent_distance[k]:.1f}", middle, color=color, ha="center")
+            scatter.annotate(f"{latent_distance[k]:.1f}", (position[i] + position[j]) / 2, color=color)
             for index in (i, j):
                 box = AnnotationBbox(OffsetImage(thumbnails[index], zoom=40 / config.img_size), position[index],
                                      xybox=(22, 22), boxcoords="offset points", frameon=True,
@@ -1140,7 +1152,7 @@ def generate_per_class(weights_path, per_class=10, classes="", device="cpu"):
 
 
 def sample_from_weights(config, given):
-    """--sample: a grid and single PNGs from saved weights, without training; --per-class: of every class."""
+    """--sample: a grid and single PNGs from saved weights, without training; --per-class: of each class."""
     weights = Path(config.sample).resolve()
     config, data = weights_run(weights, given)
     # Beside the weights unless --out-dir is given: the out_dir in config.json may be another machine's.
@@ -1156,21 +1168,18 @@ def sample_from_weights(config, given):
         old.unlink()
     if config.per_class:
         names = [data["class_names"][i] for i in indices]
-        images = per_class_images(generator, config, indices, config.per_class, device)
-        save_per_class_grid(images, names, out_dir)
-        for name, batch in zip(names, images):
-            (out_dir / "samples" / name).mkdir(exist_ok=True)
-            for index, image in enumerate(batch, 1):
-                save_grid(image, out_dir / "samples" / name / f"sample_{index:04d}.png")
-        print(f"{config.per_class} samples of each of {len(names)} classes from {weights}: "
-              f"{out_dir / 'samples'}/<class>/ and the grid samples_per_class*.png")
-        return 0
-    z = torch.randn(config.num_samples, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
-    images = generate(generator, z, device)
-    save_grid(images, out_dir / "samples_grid.png", nrow=int(math.ceil(math.sqrt(len(images)))))
-    for index, image in enumerate(images, 1):
-        save_grid(image, out_dir / "samples" / f"sample_{index:04d}.png")
-    print(f"{len(images)} samples from {weights}: {out_dir / 'samples_grid.png'} and {out_dir / 'samples'}/")
+        batches, folders = per_class_images(generator, config, indices, config.per_class, device), names
+        save_per_class_grid(batches, names, out_dir)
+    else:
+        z = torch.randn(config.num_samples, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
+        batches, folders = generate(generator, z, device)[None], [""]
+        save_grid(batches[0], out_dir / "samples_grid.png", nrow=math.ceil(math.sqrt(config.num_samples)))
+    for folder, batch in zip(folders, batches):
+        (out_dir / "samples" / folder).mkdir(exist_ok=True)
+        for index, image in enumerate(batch, 1):
+            save_grid(image, out_dir / "samples" / folder / f"sample_{index:04d}.png")
+    print(f"{batches.shape[0] * batches.shape[1]} samples from {weights} in {out_dir / 'samples'}/, and the grid "
+          + ("samples_per_class*.png" if config.per_class else "samples_grid.png"))
     return 0
 
 
@@ -1204,9 +1213,8 @@ def check_out_dir(config):
         raise ConfigError(f"{out_dir} already holds a run ({found}): pass --resume to continue it, "
                           "--overwrite to start afresh, or another --out-dir")
     if config.overwrite and not config.resume:  # no old file may be mistaken for the new run's
-        for old in [*(out_dir / name for name in RUN_FILES), *out_dir.glob("samples_epoch_*.png"),
-                    *out_dir.glob("samples_per_class*.png"),
-                    *out_dir.glob("snapshots/generator_epoch_*.pkl")]:
+        for old in [*map(out_dir.joinpath, RUN_FILES), *out_dir.glob("samples_*.png"),
+                    *out_dir.glob("snapshots/*.pkl")]:
             old.unlink(missing_ok=True)
 
 
@@ -1236,9 +1244,7 @@ def resumed_config(out_dir, given):
 
 def run_training(config, given):
     out_dir = Path(config.out_dir)
-    if config.resume and not (out_dir / "checkpoint.pt").exists():
-        raise ConfigError(f"--resume: no checkpoint in {out_dir}; start without --resume")
-    if config.resume:  # the run's own settings; flags typed now (--epochs, a lower lr) win
+    if config.resume and (out_dir / "checkpoint.pt").exists():  # the run's settings; flags typed now (--epochs) win
         config = resumed_config(out_dir, given)
     device = resolve_device(config.device)
     new_folder = not out_dir.exists()
@@ -1280,13 +1286,11 @@ def run_training(config, given):
         return 128 + stop.signum
     except NonFiniteLoss as error:
         plot_losses(out_dir)
-        if (out_dir / "checkpoint.pt").exists():
-            state = load_checkpoint(out_dir / "checkpoint.pt")["state"]
-            advice = (f"the last good checkpoint is {out_dir / 'checkpoint.pt'} (epoch {state['epoch']}, "
-                      f"step {state['step']}): lower the learning rate and resume with "
-                      f"{resume_command} --lr-generator X --lr-discriminator Y")
-        else:
-            advice = "no checkpoint was written yet: lower the learning rate and start again with --overwrite"
+        state = load_checkpoint(out_dir / "checkpoint.pt")["state"] if (out_dir / "checkpoint.pt").exists() else None
+        advice = (f"the last good checkpoint is {out_dir / 'checkpoint.pt'} (epoch {state['epoch']}, step "
+                  f"{state['step']}): lower the learning rate and resume with {resume_command} --lr-generator X "
+                  "--lr-discriminator Y" if state else
+                  "no checkpoint was written yet: lower the learning rate and start again with --overwrite")
         print(f"error: {error}; stopped without saving anything after it; {advice}", file=sys.stderr)
         return 1
     write_final_outputs(config, device, {"channels": images.size(1), "class_names": loader.class_names})

@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 MODES = {"naive": dict(channels_last=False, amp="off"), "memory": dict(channels_last=False, amp="off"),
-         "cl": dict(channels_last=True, amp="off"), "fast": dict(channels_last=True, amp="bf16")}
+         "cl": dict(channels_last=True, amp="off"), "fast": dict(channels_last=True, amp="bf16"),
+         "fp16": dict(channels_last=True, amp="fp16")}
 SCRIPTS = ["gan_complete", "wgan_clip", "dcgan"]
 
 
@@ -112,6 +113,7 @@ def measure(args):
     opt_g, opt_d = module.make_optimizers(generator, discriminator, config, device)
     dtype = module.amp_dtype(config, device)
     autocast = lambda: torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    scaler_d, scaler_g = (torch.amp.GradScaler(device.type, enabled=dtype == torch.float16) for _ in range(2))
     batches = naive_batches(args, config) if args.mode == "naive" else memory_batches(module, config, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
@@ -126,10 +128,10 @@ def measure(args):
             break
         real = real.to(device, non_blocking=True)
         labels = torch.zeros(real.size(0), dtype=torch.long, device=device)  # unconditional: ignored
-        module.critic_step(generator, discriminator, real, labels, opt_d, config, autocast)
+        module.critic_step(generator, discriminator, real, labels, opt_d, scaler_d, config, autocast)
         if step % config.n_critic == 0:  # as in train_gan
             discriminator.requires_grad_(False)
-            module.generator_step(generator, discriminator, labels, opt_g, config, autocast)
+            module.generator_step(generator, discriminator, labels, opt_g, scaler_g, config, autocast)
             discriminator.requires_grad_(True)
     peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -149,7 +151,7 @@ def main():
     parser.add_argument("--data-dir", default=".", help="flowers in the coursework or official layout")
     parser.add_argument("--cache-dir", default="cache", help="preprocess cache (built if missing)")
     parser.add_argument("--scripts", nargs="+", default=SCRIPTS, choices=SCRIPTS)
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--modes", nargs="+", default=["naive", "memory", "cl", "fast"], choices=list(MODES))
     parser.add_argument("--width", type=int, default=128, help="g_channels = d_channels")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--img-size", type=int, default=64)

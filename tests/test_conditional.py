@@ -145,7 +145,8 @@ def test_conditional_mistakes_stop_with_one_line(cache_dir, conditional_runs, tm
         (["--sample", str(unconditional / "generator.pkl"), "--per-class", "2"], "not a conditional generator"),
         (["--sample", str(weights), "--per-class", "2", "--classes", "9"], "there is no class '9'"),
         (["--sample", str(weights), "--classes", "2"], "pass --per-class"),
-        (["--out-dir", str(unconditional), "--resume", "--conditional", "--epochs", "2"], "cannot change --conditional"),
+        (["--out-dir", str(unconditional), "--resume", "--conditional", "--epochs", "2"],
+         "cannot change --conditional"),
         (["--out-dir", str(conditional_runs["gan_complete"]), "--resume", "--no-conditional", "--epochs", "3"],
          "cannot change --conditional"),
     ]

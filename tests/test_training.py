@@ -98,7 +98,7 @@ def test_wgan_clip_keeps_every_critic_parameter_within_the_clip_value():
             parameter.normal_(0, 1)  # far outside the clip range before the update
     opt_g, opt_d = module.make_optimizers(generator, discriminator, config, torch.device("cpu"))
     module.critic_step(generator, discriminator, torch.rand(8, 3, 32, 32) * 2 - 1, torch.arange(8) % 4, opt_d,
-                       config, lambda: torch.autocast("cpu", enabled=False))
+                       torch.amp.GradScaler("cpu", enabled=False), config, lambda: torch.autocast("cpu", enabled=False))
     for name, parameter in discriminator.named_parameters():  # the class embedding is a critic weight too
         assert parameter.abs().max() <= 0.01, name
     assert any((parameter.abs() == 0.01).any() for parameter in discriminator.parameters())
@@ -202,7 +202,8 @@ def test_a_run_writes_every_output(script, finished_runs):
     info = json.loads((out_dir / "run_info.json").read_text())
     steps_per_epoch = 48 * 3 // 16  # 48 synthetic images and 2 rotated copies each, batch 16
     assert len(rows) == info["critic_steps"] == 2 * steps_per_epoch
-    assert list(rows[0]) == ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time"]
+    assert list(rows[0]) == ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time", "d_skipped", "g_skipped"]
+    assert {r["d_skipped"] for r in rows} == {r["g_skipped"] for r in rows} == {"0.0"}  # no fp16, no skips
     assert [int(r["step"]) for r in rows] == list(range(1, len(rows) + 1))
     assert {int(r["epoch"]) for r in rows} == {1, 2}
     assert float(rows[0]["lr"]) == pytest.approx(script.Config().lr_generator)
@@ -314,8 +315,8 @@ def test_mixed_precision_choice(monkeypatch):
     monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: True)
     assert module.amp_dtype(module.Config(amp="auto"), cpu) is torch.bfloat16
     gpu = torch.device("cuda:1")
-    for capability, expected in (((7, 5), None), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)):
-        # a T4 (7.5) only emulates bf16 (torch.cuda.is_bf16_supported() still says True): fp32 there
+    for capability, expected in (((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)):
+        # a T4 (7.5) only emulates bf16 (torch.cuda.is_bf16_supported() still says True): fp16 + a scaler there
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device, c=capability: c)
         assert module.amp_dtype(module.Config(amp="auto"), gpu) is expected
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = "gan_complete.py"
 SCRIPTS = [REFERENCE, "wgan_clip.py", "dcgan.py"]
 METHOD_SPECIFIC = {
-    "__doc__", "VARIANT", "Config", "CRITIC_VIEW", "method_checks", "make_optimizers", "critic_norm",
+    "__doc__", "VARIANT", "Config", "CRITIC_VIEW", "method_checks", "make_optimizers", "critic_norm", "InstanceNormFP32",
     "compute_gradient_penalty", "clip_weights", "discriminator_loss", "generator_loss",
     "critic_step", "generator_step",
 }

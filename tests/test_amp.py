@@ -1,0 +1,97 @@
+"""--amp fp16: fp16 autocast with a GradScaler, the gradient penalty included (tested on the CPU)."""
+import importlib
+
+import pytest
+import torch
+
+from conftest import SCRIPTS, tiny_args
+
+MODULES = {name: importlib.import_module(name) for name in SCRIPTS}
+gan_complete = MODULES["gan_complete"]
+CPU = torch.device("cpu")
+
+
+def small_critic():
+    config = gan_complete.Config(img_size=32, d_channels=32, g_channels=32)
+    torch.manual_seed(0)
+    return gan_complete.Discriminator(config).apply(gan_complete.weights_init), config
+
+
+def penalty(critic, real, fake, dtype=None, scaler=None):
+    torch.manual_seed(1)  # the same interpolation weights every time
+    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        return gan_complete.compute_gradient_penalty(critic, real, fake, scaler=scaler)
+
+
+def test_the_fp16_penalty_under_a_scaler_matches_fp32():
+    critic, _ = small_critic()
+    with torch.no_grad():
+        critic.score.weight.mul_(20)  # gradient norms near 10: (||g|| - 1)^2 no longer magnifies rounding
+    real, fake = torch.rand(2, 16, 3, 32, 32) * 2 - 1
+    exact = penalty(critic, real, fake)
+    half = penalty(critic, real, fake, torch.float16, torch.amp.GradScaler("cpu", init_scale=2.0 ** 6))
+    assert exact.item() > 10 and half.dtype == torch.float32
+    assert half.item() == pytest.approx(exact.item(), rel=0.01)  # unscaled: (64 ||g|| - 1)^2 would be far off
+
+
+def test_an_overflow_is_skipped_and_lowers_the_scale_and_training_goes_on():
+    critic, config = small_critic()
+    generator = gan_complete.Generator(config).apply(gan_complete.weights_init)
+    _, opt_d = gan_complete.make_optimizers(generator, critic, config, CPU)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)  # far past fp16's range: must overflow
+    autocast = lambda: torch.autocast("cpu", dtype=torch.float16)
+    real, labels = torch.rand(8, 3, 32, 32) * 2 - 1, torch.zeros(8, dtype=torch.long)
+    before = [p.detach().clone() for p in critic.parameters()]
+    _, _, _, skipped = gan_complete.critic_step(generator, critic, real, labels, opt_d, scaler, config, autocast)
+    assert skipped.item() == 1 and scaler.get_scale() < 2.0 ** 40
+    assert all(torch.equal(a, b) for a, b in zip(before, critic.parameters()))  # the step was not taken
+    for _ in range(40):  # the scale comes down until steps go through
+        d_loss, _, gp, skipped = gan_complete.critic_step(generator, critic, real, labels, opt_d, scaler, config,
+                                                          autocast)
+    assert skipped.item() == 0 and torch.isfinite(d_loss) and torch.isfinite(gp)
+    assert not all(torch.equal(a, b) for a, b in zip(before, critic.parameters()))
+
+
+def test_auto_chooses_fp16_with_a_scaler_only_on_gpus_without_fast_bf16(monkeypatch):
+    config = gan_complete.Config(amp="auto")
+    for capability, expected in (((7, 0), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device, c=capability: c)
+        assert gan_complete.amp_dtype(config, torch.device("cuda")) is expected
+    assert gan_complete.amp_dtype(gan_complete.Config(amp="fp16"), CPU) is torch.float16
+    monkeypatch.setattr(gan_complete, "cpu_has_native_bf16", lambda: False)
+    assert gan_complete.amp_dtype(config, CPU) is None  # the CPU is unchanged: fp32 or bf16, never fp16
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_fp16_trains_every_script_and_shows_skipped_steps_in_metrics(name, cache_dir, tmp_path, monkeypatch):
+    module = MODULES[name]
+    real_scaler = torch.amp.GradScaler
+    # a start far above fp16's range, so that the first steps overflow and are skipped, as on a GPU
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda *a, **k: real_scaler(*a, **{**k, "init_scale": 2.0 ** 20}))
+    assert module.main(tiny_args(cache_dir, tmp_path, "--amp", "fp16", "--epochs", "4")) == 0
+    metrics = module.read_metrics(tmp_path)
+    skipped = metrics[:, module.METRIC_COLUMNS.index("d_skipped")]
+    assert skipped[0] == 1 and skipped[-1] == 0  # skipped at the start, then trained
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert 0 < checkpoint["scaler_d"]["scale"] < 2.0 ** 20  # lowered, and kept for a resume
+
+
+def test_a_resumed_fp16_run_continues_its_scale_and_ends_equal(cache_dir, tmp_path):
+    args = lambda out, epochs: tiny_args(cache_dir, out, "--amp", "fp16", "--epochs", str(epochs), "--lr-schedule",
+                                         "constant")  # the same rate whatever --epochs says
+    assert gan_complete.main(args(tmp_path / "whole", 3)) == 0
+    assert gan_complete.main(args(tmp_path / "resumed", 2)) == 0
+    assert gan_complete.main(["--out-dir", str(tmp_path / "resumed"), "--resume", "--epochs", "3"]) == 0
+    whole, resumed = (torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("whole", "resumed"))
+    assert whole["scaler_d"] == resumed["scaler_d"] and whole["scaler_g"] == resumed["scaler_g"]
+    for key, value in whole["generator"].items():
+        assert torch.equal(value, resumed["generator"][key]), key
+
+
+def test_a_real_divergence_under_fp16_is_still_caught(cache_dir, tmp_path, capsys):
+    # a rate that makes the weights huge: every later step overflows and is skipped, for ever
+    args = tiny_args(cache_dir, tmp_path, "--amp", "fp16", "--lr-discriminator", "1e30", "--lr-generator", "1e30",
+                     "--synthetic-images", "160", "--epochs", "5")
+    assert gan_complete.main(args) == 1
+    err = capsys.readouterr().err
+    assert "error: the fp16 loss scaler skipped an update in each of the 100 steps" in err
