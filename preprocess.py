@@ -69,10 +69,10 @@ killed mid-write leaves only a hidden .tmp, deleted by the next run once its wri
 images whose PNGs are missing.
 
 Measured on a 2-core CPU (benchmarks/bench_preprocess.py; the 1,020 full-size originals in
-../shared/data/flowers102-fullres-sample, --size 64 --rotations 2): first run 11.4 s of CPU, 17 s
-wall while other jobs kept the load at 4 (version 1, decoding and rotating at full size: 71-76 s
-of CPU); second run 0.4 s. load_cache takes 0.04-0.5 s for 24,567 images, where reading their
-PNGs instead takes 4.4 s, hence the packed .npy file (302 MB at 64 px).
+../shared/data/flowers102-fullres-sample, --size 64 --rotations 2): first run 11-15 s of CPU, 17-22 s
+wall while other jobs kept the load at 2-5 (version 1, decoding and rotating at full size, in the same
+hour: 71-76 s of CPU, 107-112 s wall); second run 0.4 s. load_cache takes 0.04-0.5 s for 24,567
+images, where reading their PNGs instead takes 4.4 s, hence the packed .npy file (302 MB at 64 px).
 """
 
 import argparse
