@@ -275,7 +275,7 @@ def clean_and_rotate(picture, size, angles, working):
     """A trimmed picture's centre square plus one rotated copy per angle, each size x size RGB.
 
     All copies come from the square LANCZOS-reduced to `working` px: measured no blurrier than rotating
-    the full-size square (docs/data_stage/README.md), which took 3/4 of the time on 500 px photos."""
+    the full-size square (docs/data_stage/README.md), which took 2/3 of the time on 500 px photos."""
     if min(picture.size) < size:
         width, height = picture.size
         raise SkipImage(f"too small: {width}x{height} px after trimming white margins, "
