@@ -22,11 +22,13 @@ Everything else (data, generator, outputs, checkpoints, command line) is the sam
 """
 import argparse
 import collections
+import contextlib
 import copy
 import csv
 import dataclasses
 import errno
 import hashlib
+import importlib.util
 import inspect
 import io
 import json
@@ -51,6 +53,7 @@ import torch.nn.functional as F
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
+import analysis
 import preprocess
 
 VARIANT = "WGAN-GP"
@@ -102,6 +105,7 @@ class Config:
     resume: bool = False  # continue the run in out_dir from its checkpoint
     overwrite: bool = False  # start afresh even if out_dir holds a run
     progress: bool = True  # show tqdm progress bars
+    tensorboard: bool = False  # also log metrics and samples to out_dir/tensorboard/ (pip install tensorboard)
     # sampling from saved weights instead of training
     sample: str = ""  # path of a generator.pkl: write samples from it and exit
     num_samples: int = 64  # images written by --sample and in generated_samples.png
@@ -480,12 +484,13 @@ class Discriminator(nn.Module):
         if self.embed is not None:  # on the scale of psi's weights, so neither term drowns the other
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
-    def forward(self, x, labels=None):
+    def forward(self, x, labels=None, with_features=False):
+        """D(x, y); with_features: (D(x, y), phi(x) flattened), for feature matching."""
         features = self.features(x)
         score = self.score(features).view(-1)
-        if self.embed is None:
-            return score
-        return score + (self.embed(labels) * features.flatten(1)).sum(1)
+        if self.embed is not None:
+            score = score + (self.embed(labels) * features.flatten(1)).sum(1)
+        return (score, features.flatten(1)) if with_features else score
 
 
 # ----------------------------------------------------------------------------- the method: WGAN-GP
@@ -541,9 +546,9 @@ def critic_step(generator, discriminator, real, labels, opt_d, scaler, config, a
     return d_loss.detach(), (real_score - fake_score).detach(), gradient_penalty.detach(), skipped
 
 
-def generator_step(generator, discriminator, labels, opt_g, scaler, config, autocast):
-    """One generator update for images of these classes; returns (g_loss, skipped by the scaler)."""
-    z = torch.randn(labels.size(0), config.z_dim, device=labels.device)
+def generator_step(generator, discriminator, real, labels, opt_g, scaler, config, autocast):
+    """One generator update for a batch of the real batch's size and classes; returns (g_loss, skipped)."""
+    z = torch.randn(real.size(0), config.z_dim, device=real.device)
     with autocast():
         # L_G = -E[D(G(z))]
         g_loss = -discriminator(generator(z, labels), labels).float().mean()
@@ -556,7 +561,6 @@ def generator_step(generator, discriminator, labels, opt_g, scaler, config, auto
 METRIC_COLUMNS = ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time", "d_skipped", "g_skipped"]
 SKIPPED_LIMIT = 100  # this many steps in a row with a skipped update: the run diverged (a start skips ~20)
 PER_CLASS_GRID = 10  # images of each class in a conditional run's samples_per_class.png
-CLASSES_PER_PAGE = 34  # rows of one samples_per_class page: the 102 flower classes fill 3 legible pages
 BN_CALIBRATION_BATCHES = 16  # train-mode passes that measure the EMA generator's BatchNorm statistics
 
 
@@ -719,8 +723,9 @@ def csv_text(rows):
     return buffer.getvalue().encode()
 
 
-def flush_metrics(pending, rows, out_dir, bar):
-    """Read the pending per-step metrics back from the device (one sync) and append them to metrics.csv."""
+def flush_metrics(pending, rows, out_dir, bar, writer):
+    """Read the pending per-step metrics back from the device (one sync), append them to metrics.csv
+    and give the last row to TensorBoard's writer (when there is one)."""
     if not pending:
         return
     values = torch.stack([torch.stack(p[2]) for p in pending]).float().cpu()
@@ -728,6 +733,8 @@ def flush_metrics(pending, rows, out_dir, bar):
                 for (step, epoch, _, lr, t), v in zip(pending, values)]
     pending.clear()
     rows.extend(new_rows)
+    for column in ("d_loss", "g_loss", "w_dist", "gp", "lr") if writer is not None else ():
+        writer.add_scalar(column, new_rows[-1][METRIC_COLUMNS.index(column)], new_rows[-1][0])
     with open(out_dir / "metrics.csv", "ab") as f:  # whole rows in one write; a torn last row is dropped on read
         f.write(csv_text(new_rows))
     finite = torch.isfinite(values)
@@ -748,7 +755,7 @@ def check_finite(modules, step):
         raise NonFiniteLoss(f"a weight became inf/nan by step {step}")
 
 
-def write_epoch_outputs(sampler, discriminator, fixed, epoch, config, class_names):
+def write_epoch_outputs(sampler, discriminator, fixed, epoch, config, class_names, writer):
     """generator.pkl, its snapshot, discriminator.pkl and the epoch's samples, all before the checkpoint
     that marks the epoch done: a run stopped in between redoes the epoch, so no file is ever stale."""
     out_dir = Path(config.out_dir)
@@ -759,7 +766,9 @@ def write_epoch_outputs(sampler, discriminator, fixed, epoch, config, class_name
         (out_dir / "snapshots").mkdir(exist_ok=True)
         save_state_dict(sampler, out_dir / "snapshots" / f"generator_epoch_{epoch:03d}.pkl")
     save_state_dict(discriminator, out_dir / "discriminator.pkl")
-    save_samples(sampler, *fixed, out_dir / f"samples_epoch_{epoch:03d}.png", class_names)
+    images = save_samples(sampler, *fixed, out_dir / f"samples_epoch_{epoch:03d}.png", class_names)
+    if writer is not None:
+        writer.add_image("fixed_noise_samples", make_grid(images, normalize=True, value_range=(-1, 1)), epoch)
 
 
 def fixed_inputs(config, num_classes, device):
@@ -802,13 +811,17 @@ def train_gan(generator, discriminator, dataloader, config):
     atomic_write(out_dir / "metrics.csv", lambda f: f.write(csv_text([METRIC_COLUMNS] + rows)))
     save = lambda: save_checkpoint(checkpoint_path, parts, state, rows, config, device)
     pending = []  # per-step metrics still on the device: read back every log_every steps (one sync)
+    writer = None  # or TensorBoard's; purge_step drops what a stopped run logged after the checkpoint
+    if config.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter  # optional: run_training checked that it is there
+        writer = SummaryWriter(out_dir / "tensorboard", purge_step=state["step"] or None)
 
     generator.train()
     discriminator.train()
     started = time.perf_counter() - state["elapsed"]
-    with _StopRequest() as stop, warnings.catch_warnings():
+    with _StopRequest() as stop, warnings.catch_warnings(), writer or contextlib.nullcontext():
         # a step the fp16 scaler skips looks to the LR scheduler like a missed optimizer.step(): expected
-        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before `optimizer.step()`")
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
         for epoch in range(state["epoch"], config.epochs):
             epoch_start, first_batch = time.perf_counter(), state["batch"]
             bar = tqdm(total=len(dataloader), initial=first_batch, desc=f"epoch {epoch + 1}/{config.epochs}",
@@ -818,7 +831,7 @@ def train_gan(generator, discriminator, dataloader, config):
                                                           parts["scaler_d"], config, autocast)
                 if state["step"] % config.n_critic == 0:  # the generator steps on the 1st of n_critic batches
                     discriminator.requires_grad_(False)  # no critic weight gradients in the G step
-                    last_g_loss, g_skipped = generator_step(run_generator, discriminator, labels, opt_g,
+                    last_g_loss, g_skipped = generator_step(run_generator, discriminator, real, labels, opt_g,
                                                             parts["scaler_g"], config, autocast)
                     discriminator.requires_grad_(True)
                     if ema is not None:
@@ -838,7 +851,7 @@ def train_gan(generator, discriminator, dataloader, config):
                 if stop.signum:
                     tqdm.write(f"{signal.Signals(stop.signum).name}: saving a checkpoint at step {state['step']} ...")
                 if state["step"] % config.log_every == 0 or at_checkpoint or stop.signum:
-                    flush_metrics(pending, rows, out_dir, bar)
+                    flush_metrics(pending, rows, out_dir, bar, writer)
                 if at_checkpoint or stop.signum:
                     state["elapsed"] = time.perf_counter() - started
                     check_finite([generator, discriminator], state["step"])
@@ -846,11 +859,11 @@ def train_gan(generator, discriminator, dataloader, config):
                 if stop.signum:
                     bar.close()
                     raise TrainingInterrupted(stop.signum)
-            flush_metrics(pending, rows, out_dir, bar)
+            flush_metrics(pending, rows, out_dir, bar, writer)
             bar.close()
             state.update(epoch=epoch + 1, batch=0, elapsed=time.perf_counter() - started)
             check_finite([generator, discriminator], state["step"])  # before anything is written
-            write_epoch_outputs(sampler, discriminator, fixed, epoch + 1, config, dataloader.class_names)
+            write_epoch_outputs(sampler, discriminator, fixed, epoch + 1, config, dataloader.class_names, writer)
             write_run_info(config, generator, discriminator, dataloader, state, device)
             save()  # last: the epoch counts as done only once all its files are whole
             seconds, images = time.perf_counter() - epoch_start, (len(dataloader) - first_batch) * dataloader.batch_size
@@ -893,30 +906,15 @@ def save_grid(images, path, nrow=8):
                                             value_range=(-1, 1)))
 
 
-def save_labelled_grid(images, row_names, path, title, nrow):
-    """A grid with a name at the left of each row, pixel for pixel (matplotlib, no display)."""
-    from matplotlib.figure import Figure
-
-    grid = make_grid(images, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
-    fig = Figure(figsize=(2 + grid.size(2) / 100, 0.6 + grid.size(1) / 100), layout="constrained")
-    axis = fig.subplots()
-    axis.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-    axis.set_yticks([(images.size(-1) + 2) * (n + 0.5) + 1 for n in range(len(row_names))], row_names)
-    axis.set_xticks([])
-    axis.set_title(title)
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-
-
 def save_samples(generator, noise, labels, path, class_names):
+    """path: the 64 images (8 labelled rows of one class each when conditional); returns them."""
     images = generate(generator, noise, noise.device, labels)
     if not generator.num_classes:
-        return save_grid(images, path)
-    names = [class_label(class_names[i]) for i in labels[::8].tolist()]
-    save_labelled_grid(images, names, path, f"{path.stem}: one class a row", nrow=8)
-
-
-def class_label(name):
-    return f"class {name}" if name.isdigit() else name
+        save_grid(images, path)
+    else:
+        names = [analysis.class_label(class_names[i]) for i in labels[::8].tolist()]
+        analysis.save_labelled_grid(images, names, path, f"{path.stem}: one class a row", nrow=8)
+    return images
 
 
 def class_indices(class_names, classes):
@@ -941,167 +939,13 @@ def per_class_images(generator, config, indices, per_class, device):
     return generate(generator, z.repeat(len(indices), 1), device, labels).unflatten(0, (len(indices), per_class))
 
 
-def save_per_class_grid(images, names, out_dir):
-    """samples_per_class.png, one row a class; pages of CLASSES_PER_PAGE rows (_p1, _p2, ...) beyond."""
-    pages = math.ceil(len(names) / CLASSES_PER_PAGE)
-    for page in range(pages):
-        rows = slice(page * CLASSES_PER_PAGE, (page + 1) * CLASSES_PER_PAGE)
-        name = "samples_per_class.png" if pages == 1 else f"samples_per_class_p{page + 1}.png"
-        title = f"{images.size(1)} samples of each class" + (f", page {page + 1} of {pages}" if pages > 1 else "")
-        save_labelled_grid(images[rows].flatten(0, 1), [class_label(n) for n in names[rows]], Path(out_dir) / name,
-                           title, nrow=images.size(1))
+def plot_losses(out_dir):
+    analysis.plot_losses(read_metrics(out_dir), Path(out_dir) / "training_losses.png", VARIANT, CRITIC_VIEW)
 
 
 def read_metrics(out_dir):
     lines = (Path(out_dir) / "metrics.csv").read_text().split("\n")  # the last is "" or a torn row
     return np.array([[float(v) for v in row] for row in csv.reader(lines[1:-1])]).reshape(-1, len(METRIC_COLUMNS))
-
-
-def smooth(values, window):
-    if len(values) < window or window < 2:
-        return np.arange(len(values)), values
-    return np.arange(window - 1, len(values)), np.convolve(values, np.ones(window) / window, mode="valid")
-
-
-def plot_losses(out_dir):
-    """training_losses.png: the losses against the step (raw, faint) and a moving average."""
-    from matplotlib.figure import Figure  # the OO API: no pyplot, no display, never blocks
-
-    metrics = read_metrics(out_dir)
-    if not len(metrics):
-        return
-    fig = Figure(figsize=(13, 4.5), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    window = max(1, len(metrics) // 100)
-    for ax, columns in ((left, [(2, "D loss"), (3, "G loss")]), (right, [(4, "w_dist"), (5, "gp")])):
-        for column, label in columns:
-            line, = ax.plot(metrics[:, 0], metrics[:, column], alpha=0.25, linewidth=0.7)
-            x, y = smooth(metrics[:, column], window)
-            ax.plot(metrics[x, 0], y, color=line.get_color(),
-                    label=f"{label} (moving mean of {window})" if window > 1 else label)
-        values = metrics[:, [column for column, _ in columns]]
-        values = values[np.isfinite(values)]
-        if len(values):  # the first steps' spikes would squash the rest of the curve
-            low, high = np.percentile(values, [0.5, 99.5])
-            ax.set_ylim(low - 0.1 * (high - low) - 1e-6, high + 0.1 * (high - low) + 1e-6)
-        ax.set_xlabel("critic step")
-        ax.axhline(0, color="grey", linewidth=0.5)
-        ax.legend()
-    left.set_title(f"{VARIANT}: losses")
-    right.set_title(CRITIC_VIEW)
-    atomic_write(Path(out_dir) / "training_losses.png", lambda f: fig.savefig(f, format="png", dpi=110))
-
-
-def slerp(z0, z1, steps):
-    """Spherical interpolation: Gaussian z's live near a sphere, a straight line cuts inside it."""
-    t = torch.linspace(0, 1, steps)[:, None]
-    omega = torch.arccos(torch.clamp(F.cosine_similarity(z0, z1, dim=0), -1, 1))
-    if omega < 1e-4:
-        return (1 - t) * z0 + t * z1
-    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
-
-
-def pick_pairs(order, first, second, count, used):
-    """The first `count` pairs in `order` whose images are not in `used` (which grows): every image
-    shown is a different one, and none is both in a similar and in a dissimilar pair."""
-    pairs = []
-    for k in order.tolist():
-        i, j = int(first[k]), int(second[k])
-        if i not in used and j not in used:
-            pairs.append((i, j, k))
-            used.update((i, j))
-        if len(pairs) == count:
-            break
-    return pairs
-
-
-def classical_mds(points):
-    """2-D coordinates whose pairwise L2 distances match the points' as well as 2-D can (Torgerson's
-    classical MDS: the top two eigenvectors of the double-centred squared distances)."""
-    squared = torch.cdist(points.double(), points.double()) ** 2
-    centring = torch.eye(len(points), dtype=torch.float64) - 1 / len(points)
-    values, vectors = torch.linalg.eigh(-0.5 * centring @ squared @ centring)  # ascending eigenvalues
-    return (vectors[:, -2:].flip(1) * values[-2:].flip(0).clamp(min=0).sqrt()).float()
-
-
-def latent_space_analysis(generator, config, device, out_dir, class_names=(), count=3):
-    """Are the z's of similar images closer? latent_space_analysis.png, latent_l2_norms.txt,
-    interpolation.png. A conditional generator draws the whole pool in its first class, so that
-    the pairs differ by z alone (within one class)."""
-    from matplotlib.figure import Figure
-    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
-
-    z = torch.randn(config.latent_pool, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1))
-    images = generate(generator, z, device)  # class 0 of a conditional generator
-    within = f", all of class {class_names[0]}" if getattr(generator, "num_classes", 0) else ""
-    # Image distance on 32x32 area-downsampled pixels: shape and colour, not pixel noise.
-    features = F.interpolate(images, size=min(32, config.img_size), mode="area").flatten(1)
-    first, second = torch.triu_indices(len(z), len(z), 1)
-    image_distance = torch.cdist(features, features)[first, second]
-    latent_distance = torch.cdist(z, z)[first, second]
-    order, used = image_distance.argsort(), set()
-    groups = {"similar": pick_pairs(order, first, second, count, used),
-              "dissimilar": pick_pairs(order.flip(0), first, second, count, used)}
-    baseline = latent_distance.mean().item()
-    correlation = torch.corrcoef(torch.stack([image_distance, latent_distance]))[0, 1].item()
-
-    lines = [f"{VARIANT} latent-space analysis: {len(z)} images from z ~ N(0, I), z_dim = {config.z_dim}{within}",
-             "image distance = L2 between 32x32 downsampled images in [-1, 1]; z distance = L2 between z's", ""]
-    means = {}
-    for name, pairs in groups.items():
-        lines.append(f"the {count} most {name} pairs of images:")
-        for i, j, k in pairs:
-            lines.append(f"  z#{i:<4d} z#{j:<4d} image distance {image_distance[k]:8.3f}   "
-                         f"z L2 distance {latent_distance[k]:8.3f}")
-        means[name] = float(np.mean([latent_distance[k].item() for _, _, k in pairs]))
-        lines.append(f"  mean z L2 distance: {means[name]:.3f}\n")
-    lines += [f"baseline: mean z L2 distance over all {len(first)} pairs: {baseline:.3f} "
-              f"(sqrt(2 * z_dim) = {math.sqrt(2 * config.z_dim):.3f})",
-              f"correlation of image distance and z distance over all pairs: {correlation:+.3f}", "",
-              f"answer: the z's of the most similar images are {means['similar'] / baseline:.0%} of the baseline "
-              f"distance apart, those of the most dissimilar {means['dissimilar'] / baseline:.0%}."]
-    atomic_write(Path(out_dir) / "latent_l2_norms.txt", lambda f: f.write(("\n".join(lines) + "\n").encode()))
-
-    # PCA of isotropic noise keeps ~2/z_dim of its variance: distances there say nothing. MDS of the
-    # chosen z's keeps their pairwise distances as well as 2-D can, and the plot says how well.
-    chosen = [index for pairs in groups.values() for i, j, _ in pairs for index in (i, j)]
-    points = classical_mds(z[chosen])
-    pairs_first, pairs_second = torch.triu_indices(len(chosen), len(chosen), 1)
-    true, drawn = (torch.cdist(p, p)[pairs_first, pairs_second] for p in (z[chosen], points))
-    stress = ((true - drawn).square().sum() / true.square().sum()).sqrt().item()
-    fit = torch.corrcoef(torch.stack([true, drawn]))[0, 1].item()
-    position = dict(zip(chosen, points.numpy()))
-    fig = Figure(figsize=(15, 6.5), layout="constrained")
-    scatter, histogram = fig.subplots(1, 2, width_ratios=[1.6, 1])
-    thumbnails = ((images + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    for (name, pairs), color, style in zip(groups.items(), ("tab:blue", "tab:red"), ("-", "--")):
-        for n, (i, j, k) in enumerate(pairs):
-            scatter.plot(*zip(position[i], position[j]), style, color=color, marker="o",
-                         label=f"{name} pairs" if n == 0 else None)
-            scatter.annotate(f"{latent_distance[k]:.1f}", (position[i] + position[j]) / 2, color=color)
-            for index in (i, j):
-                box = AnnotationBbox(OffsetImage(thumbnails[index], zoom=40 / config.img_size), position[index],
-                                     xybox=(22, 22), boxcoords="offset points", frameon=True,
-                                     bboxprops={"edgecolor": color, "linewidth": 2})
-                scatter.add_artist(box)
-            histogram.axvline(latent_distance[k], color=color, linestyle=style)
-    scatter.set_xlabel("MDS axis 1 (z-space units)")
-    scatter.set_ylabel("MDS axis 2")
-    scatter.set_aspect("equal", adjustable="datalim")
-    scatter.set_title(f"the {len(chosen)} chosen z's, classical MDS to 2-D (labels: z L2 distance)\n"
-                      f"fit: stress {stress:.2f}, correlation of drawn and true distances {fit:.2f}")
-    scatter.legend(loc="lower right")
-    histogram.hist(latent_distance.numpy(), bins=60, color="lightgrey", label="all pairs")
-    histogram.axvline(baseline, color="black", label=f"mean of all pairs {baseline:.2f}")
-    histogram.set_xlabel("L2 distance between z's")
-    histogram.set_title("z distances: chosen pairs (lines) against all pairs")
-    histogram.legend()
-    atomic_write(Path(out_dir) / "latent_space_analysis.png", lambda f: fig.savefig(f, format="png", dpi=100))
-
-    path = torch.cat([slerp(z[i], z[j], 10) for pairs in groups.values() for i, j, _ in pairs])
-    rows = [f"{name} {n + 1}: z#{i} to z#{j}" for name, pairs in groups.items() for n, (i, j, _) in enumerate(pairs)]
-    save_labelled_grid(generate(generator, path, device), rows, Path(out_dir) / "interpolation.png",
-                       f"slerp between the z's of each pair, 10 steps{within} (see latent_l2_norms.txt)", nrow=10)
 
 
 def write_final_outputs(config, device, data):
@@ -1114,9 +958,12 @@ def write_final_outputs(config, device, data):
     save_grid(generate(generator, z, device, labels), out_dir / "generated_samples.png")
     if generator.num_classes:
         indices = list(range(generator.num_classes))
-        save_per_class_grid(per_class_images(generator, config, indices, PER_CLASS_GRID, device),
+        analysis.save_per_class_grid(per_class_images(generator, config, indices, PER_CLASS_GRID, device),
                             data["class_names"], out_dir)
-    latent_space_analysis(generator, config, device, out_dir, data["class_names"])
+    draw = lambda z: generate(generator, z, device)  # class 0 of a conditional generator
+    within = f", all of class {data['class_names'][0]}" if generator.num_classes else ""
+    analysis.latent_space_analysis(draw, config, out_dir, VARIANT, within)
+    analysis.latent_traversal(draw, config, out_dir, VARIANT)
     if config.keep_copies:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for name in ("generator", "discriminator"):
@@ -1136,7 +983,8 @@ def weights_run(weights, given):
 
 
 def generate_per_class(weights_path, per_class=10, classes="", device="cpu"):
-    """{class name: uint8 images [per_class, H, W, C]} from a conditional generator.pkl and its config.json.
+    """{class name: uint8 images [per_class, H, W, 3] (or [per_class, H, W] grayscale)} from a conditional
+    generator.pkl and its config.json.
 
     For a coursework's reproduce file: `generate_per_class("GAN_output/generator.pkl", 10)`.
     """
@@ -1148,6 +996,7 @@ def generate_per_class(weights_path, per_class=10, classes="", device="cpu"):
     indices = class_indices(data["class_names"], classes)
     images = per_class_images(generator, config, indices, per_class, resolve_device(config.device))
     pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
+    pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels  # grayscale: [N, H, W], as PIL takes it
     return {data["class_names"][i]: batch for i, batch in zip(indices, pixels)}
 
 
@@ -1169,7 +1018,7 @@ def sample_from_weights(config, given):
     if config.per_class:
         names = [data["class_names"][i] for i in indices]
         batches, folders = per_class_images(generator, config, indices, config.per_class, device), names
-        save_per_class_grid(batches, names, out_dir)
+        analysis.save_per_class_grid(batches, names, out_dir)
     else:
         z = torch.randn(config.num_samples, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
         batches, folders = generate(generator, z, device)[None], [""]
@@ -1178,6 +1027,7 @@ def sample_from_weights(config, given):
         (out_dir / "samples" / folder).mkdir(exist_ok=True)
         for index, image in enumerate(batch, 1):
             save_grid(image, out_dir / "samples" / folder / f"sample_{index:04d}.png")
+    analysis.latent_traversal(lambda z: generate(generator, z, device), config, out_dir, VARIANT)
     print(f"{batches.shape[0] * batches.shape[1]} samples from {weights} in {out_dir / 'samples'}/, and the grid "
           + ("samples_per_class*.png" if config.per_class else "samples_grid.png"))
     return 0
@@ -1186,7 +1036,7 @@ def sample_from_weights(config, given):
 # ----------------------------------------------------------------------------- main
 RUN_FILES = ["checkpoint.pt", "config.json", "metrics.csv", "run_info.json", "generator.pkl", "discriminator.pkl",
              "training_losses.png", "generated_samples.png", "latent_space_analysis.png", "latent_l2_norms.txt",
-             "interpolation.png"]
+             "interpolation.png", "latent_traversal.png"]
 
 
 def check_writable(folder):
@@ -1249,6 +1099,8 @@ def run_training(config, given):
     device = resolve_device(config.device)
     new_folder = not out_dir.exists()
     check_out_dir(config)
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard")
     seed_everything(config.seed, config.deterministic)
     try:
         images, labels, cache_path = preprocess.prepare_data(

@@ -131,7 +131,7 @@ def measure(args):
         module.critic_step(generator, discriminator, real, labels, opt_d, scaler_d, config, autocast)
         if step % config.n_critic == 0:  # as in train_gan
             discriminator.requires_grad_(False)
-            module.generator_step(generator, discriminator, labels, opt_g, scaler_g, config, autocast)
+            module.generator_step(generator, discriminator, real, labels, opt_g, scaler_g, config, autocast)
             discriminator.requires_grad_(True)
     peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+import analysis
 from conftest import SCRIPTS, tiny_args
 
 MODULES = {name: importlib.import_module(name) for name in SCRIPTS}
@@ -130,11 +131,11 @@ def test_generate_per_class_is_a_function_for_a_reproduce_file(conditional_runs)
 def test_many_classes_make_pages_of_labelled_rows(tmp_path):
     names = [f"{i:03d}" for i in range(1, 103)]
     images = torch.rand(102, 2, 3, 16, 16) * 2 - 1
-    gan_complete.save_per_class_grid(images, names, tmp_path)
+    analysis.save_per_class_grid(images, names, tmp_path)
     pages = sorted(p.name for p in tmp_path.glob("samples_per_class*.png"))
     assert pages == ["samples_per_class_p1.png", "samples_per_class_p2.png", "samples_per_class_p3.png"]
     with Image.open(tmp_path / "samples_per_class_p1.png") as page:
-        assert page.size[1] >= gan_complete.CLASSES_PER_PAGE * (16 + 2)
+        assert page.size[1] >= analysis.CLASSES_PER_PAGE * (16 + 2)
 
 
 def test_conditional_mistakes_stop_with_one_line(cache_dir, conditional_runs, tmp_path, capsys):

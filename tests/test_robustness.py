@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 import torch
 
+import analysis
 import gan_complete
 import dcgan
 from conftest import ROOT, SCRIPTS, run_cli, subprocess_env, tiny_args
@@ -359,8 +360,8 @@ def test_outputs_are_written_whole_or_not_at_all(cache_dir, tmp_path, file_size_
     (tmp_path / "latent_l2_norms.txt").write_bytes(b"an older report\n" + report)
     file_size_limit(len(report) // 2)
     with pytest.raises(OSError):
-        gan_complete.latent_space_analysis(gan_complete.load_generator(tmp_path / "generator.pkl", config),
-                                           config, torch.device("cpu"), tmp_path)
+        analysis.latent_space_analysis(gan_complete.load_generator(tmp_path / "generator.pkl", config),
+                                       config, tmp_path, "WGAN-GP")
     assert (tmp_path / "latent_l2_norms.txt").read_bytes() == b"an older report\n" + report
 
 

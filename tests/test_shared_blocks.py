@@ -22,33 +22,33 @@ def test_the_scripts_really_share_most_of_their_text():
     # Guard against a METHOD_SPECIFIC list that grows until nothing is compared.
     blocks = shared_blocks.blocks(read("gan_complete.py"))
     shared = [name for name in blocks if name not in shared_blocks.METHOD_SPECIFIC]
-    assert {"imports", "Generator", "Discriminator", "InMemoryLoader", "train_gan", "latent_space_analysis",
+    assert {"imports", "Generator", "Discriminator", "InMemoryLoader", "train_gan", "generate_per_class",
             "load_state_dict_safely", "main", "__main__"} <= set(shared)
     assert len(shared) >= 40
 
 
 def test_an_edited_copy_fails_and_names_the_block(tmp_path):
-    edited = read("dcgan.py").replace("def slerp(z0, z1, steps):", "def slerp(z0, z1, steps=8):")
+    edited = read("dcgan.py").replace("def check_finite(modules, step):", "def check_finite(modules, step=0):")
     edited = edited.replace("    return sum(p.numel() for p in module.parameters())",
                             "    return sum(p.numel() for p in module.parameters() if p.requires_grad)")
     problems = shared_blocks.drift(read("gan_complete.py"), edited)
-    assert problems == ["shared block 'count_parameters' differs", "shared block 'slerp' differs"]
+    assert problems == ["shared block 'count_parameters' differs", "shared block 'check_finite' differs"]
 
 
 def test_a_missing_or_moved_block_fails():
     reference = read("gan_complete.py")
     blocks = shared_blocks.blocks(read("wgan_clip.py"))
-    start, end, text = blocks["smooth"]
+    start, end, text = blocks["csv_text"]
     lines = read("wgan_clip.py").splitlines(keepends=True)
     without = "".join(lines[:start - 1] + lines[end:])
-    assert "shared block 'smooth' is missing" in shared_blocks.drift(reference, without)
+    assert "shared block 'csv_text' is missing" in shared_blocks.drift(reference, without)
     moved = without + "\n\n" + text
     assert shared_blocks.drift(reference, moved) == ["shared blocks are in a different order"]
 
 
 def test_sync_repairs_an_edited_copy():
     reference = read("gan_complete.py")
-    edited = read("wgan_clip.py").replace("def slerp(z0, z1, steps):", "def slerp(z0, z1, steps=8):")
+    edited = read("wgan_clip.py").replace("def check_finite(modules, step):", "def check_finite(modules, step=0):")
     repaired = shared_blocks.sync(reference, edited)
     assert repaired == read("wgan_clip.py")
     assert shared_blocks.drift(reference, repaired) == []

@@ -10,12 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
+import analysis
 from conftest import SCRIPTS, run_cli, tiny_args
 
 MODULES = {name: importlib.import_module(name) for name in SCRIPTS}
 OUTPUTS = ["config.json", "metrics.csv", "run_info.json", "checkpoint.pt", "generator.pkl", "discriminator.pkl",
            "samples_epoch_001.png", "samples_epoch_002.png", "training_losses.png", "generated_samples.png",
-           "latent_space_analysis.png", "latent_l2_norms.txt", "interpolation.png",
+           "latent_space_analysis.png", "latent_l2_norms.txt", "interpolation.png", "latent_traversal.png",
            "snapshots/generator_epoch_001.pkl", "snapshots/generator_epoch_002.pkl"]
 
 
@@ -390,7 +391,7 @@ def test_classical_mds_keeps_distances_that_fit_in_two_dimensions():
     plane = torch.randn(12, 2) * 3
     rotation, _ = torch.linalg.qr(torch.randn(100, 100))
     points = plane @ rotation[:2] + 5  # a 2-D layout inside 100-D, shifted
-    drawn = module.classical_mds(points)
+    drawn = analysis.classical_mds(points)
     assert torch.allclose(torch.cdist(drawn, drawn), torch.cdist(plane, plane), atol=1e-3)
 
 
@@ -410,7 +411,7 @@ class TableGenerator(torch.nn.Module):
 def test_latent_analysis_never_shows_one_image_as_both_similar_and_dissimilar(tmp_path):
     module = MODULES["gan_complete"]
     config = module.Config(img_size=32, z_dim=8, latent_pool=16)
-    module.latent_space_analysis(TableGenerator(), config, torch.device("cpu"), tmp_path)
+    analysis.latent_space_analysis(TableGenerator(), config, tmp_path, "WGAN-GP")
     report = (tmp_path / "latent_l2_norms.txt").read_text()
     similar, dissimilar = report.split("answer:")[0].split("most dissimilar pairs")
     similar = set(re.findall(r"z#(\d+)", similar))

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = "gan_complete.py"
 SCRIPTS = [REFERENCE, "wgan_clip.py", "dcgan.py"]
 METHOD_SPECIFIC = {
-    "__doc__", "VARIANT", "Config", "CRITIC_VIEW", "method_checks", "make_optimizers", "critic_norm", "InstanceNormFP32",
+    "__doc__", "VARIANT", "Config", "CRITIC_VIEW", "method_checks", "make_optimizers", "critic_norm",
+    "InstanceNormFP32",
     "compute_gradient_penalty", "clip_weights", "discriminator_loss", "generator_loss",
     "critic_step", "generator_step",
 }
@@ -28,7 +29,8 @@ METHOD_SPECIFIC = {
 # Config fields whose default or wording is the method's own; every other field line is shared.
 METHOD_FIELDS = {
     "epochs", "batch_size", "lr_generator", "lr_discriminator", "lr_schedule", "betas", "n_critic", "lambda_gp",
-    "clip_value", "loss", "real_label_smoothing", "gradient_clip", "d_channels", "out_dir", "keep_copies",
+    "clip_value", "loss", "real_label_smoothing", "gradient_clip", "feature_matching", "d_channels", "out_dir",
+    "keep_copies",
 }
 
 
