@@ -92,6 +92,7 @@ class Config:
     gradient_clip: float = 0.0  # max gradient norm of both networks; 0 = off
     feature_matching: float = 0.0  # W: adds W * ||E f(x) - E f(G(z))||^2 (f = D's last features) to L_G; 0 = off
     ema_decay: float = 0.999  # EMA of the generator's weights for samples and saved weights; 0 = off
+    diffaugment: str = ""  # DiffAugment of every critic input: any of color,translation,cutout; "" = off
     seed: int = 42  # seeds python, numpy and torch: the same seed gives the same weights on CPU
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     amp: str = "auto"  # mixed precision: auto (bf16 where fast, fp16 on older GPUs, else fp32) | bf16 | fp16 | off
@@ -104,7 +105,6 @@ class Config:
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch; 0 = only at epoch ends
     snapshot_every: int = 10  # keep the generator of every N-th epoch in snapshots/ (for compare.py); 0 = off
     latent_pool: int = 256  # images generated for the latent-space analysis
-    keep_copies: bool = False  # also keep timestamped copies of the final weights
     resume: bool = False  # continue the run in out_dir from its checkpoint
     overwrite: bool = False  # start afresh even if out_dir holds a run
     progress: bool = True  # show tqdm progress bars
@@ -131,11 +131,6 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see --help)")
 
 
-def _field_comments():
-    """The comment after each Config field, used as its --help text (one source of truth)."""
-    return dict(re.findall(r"^\s+(\w+): [^=]+= .*?  # (.*)$", inspect.getsource(Config), flags=re.M))
-
-
 def build_parser():
     parser = _Parser(
         description=__doc__.split("\n\n")[0],
@@ -143,7 +138,8 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,  # so that only the flags a user typed are returned
     )
-    comments = _field_comments()
+    # the comment after each Config field is its --help text (one source of truth)
+    comments = dict(re.findall(r"^\s+(\w+): [^=]+= .*?  # (.*)$", inspect.getsource(Config), flags=re.M))
     for field in dataclasses.fields(Config):
         flag = "--" + field.name.replace("_", "-")
         help_text = f"{comments.get(field.name, '')} (default: {field.default})"
@@ -210,6 +206,9 @@ def validate_config(config):
         raise ConfigError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
     if config.latent_pool < 8:
         raise ConfigError(f"--latent-pool must be at least 8, got {config.latent_pool}")
+    if not set(filter(None, config.diffaugment.split(","))) <= {"color", "translation", "cutout"}:
+        raise ConfigError(f"--diffaugment takes color, translation and cutout, comma-separated; got "
+                          f"{config.diffaugment!r}")
     if config.classes and not config.per_class:
         raise ConfigError("--classes chooses the classes of --per-class: pass --per-class N too")
     for name, choices in (("lr_schedule", ("cosine", "linear", "constant")), ("amp", ("auto", "bf16", "fp16", "off"))):
@@ -487,6 +486,30 @@ class Discriminator(nn.Module):
         return (score, features.flatten(1)) if with_features else score
 
 
+def diff_augment(x, policy):
+    """DiffAugment (Zhao et al. 2020): random colour, translation (1/8 of the side) and cutout (a square
+    of half the side), drawn per image and differentiable, given to real and generated images alike
+    before the critic, so that a critic trained on few images cannot simply memorise them."""
+    n, _, height, width = x.shape
+    uniform = lambda: torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype)
+    if "color" in policy:  # brightness, saturation, contrast
+        x = x + uniform() - 0.5
+        x = (x - x.mean(1, keepdim=True)) * 2 * uniform() + x.mean(1, keepdim=True)
+        x = (x - x.mean((1, 2, 3), keepdim=True)) * (uniform() + 0.5) + x.mean((1, 2, 3), keepdim=True)
+    if "translation" in policy:  # whole pixels, zeros shifted in
+        shift = (torch.randint(-(width // 8), width // 8 + 1, (n, 2), device=x.device) * 2 / width).to(x.dtype)
+        theta = torch.cat([torch.eye(2, device=x.device, dtype=x.dtype).expand(n, 2, 2), shift[:, :, None]], 2)
+        x = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), mode="nearest",
+                          padding_mode="zeros", align_corners=False)
+    if "cutout" in policy:
+        centre = torch.rand(n, 2, 1, 1, device=x.device)
+        rows = (torch.arange(height, device=x.device) + 0.5) / height
+        columns = (torch.arange(width, device=x.device) + 0.5) / width
+        inside = ((rows[:, None] - centre[:, 0]).abs() < 0.25) & ((columns[None, :] - centre[:, 1]).abs() < 0.25)
+        x = x * ~inside[:, None]
+    return x
+
+
 # ----------------------------------------------------------------------------- the method: WGAN-GP
 CRITIC_VIEW = "discriminator's view: mean logit gap E[D(x)] - E[D(G(z))] (w_dist); gp = 0"
 
@@ -536,6 +559,7 @@ def critic_step(generator, discriminator, real, labels, opt_d, scaler, config, a
     z = torch.randn(real.size(0), config.z_dim, device=real.device)
     with torch.no_grad(), autocast():
         fake = generator(z, labels)  # the real batch's classes (ignored by unconditional models)
+    real, fake = diff_augment(real, config.diffaugment), diff_augment(fake, config.diffaugment)
     with autocast():
         real_logits = discriminator(real, labels).float()
         fake_logits = discriminator(fake, labels).float()
@@ -549,12 +573,13 @@ def generator_step(generator, discriminator, real, labels, opt_g, scaler, config
     """One generator update for a batch of the real batch's size and classes; returns (g_loss, skipped)."""
     z = torch.randn(real.size(0), config.z_dim, device=real.device)
     with autocast():
-        fake_logits, fake_features = discriminator(generator(z, labels), labels, with_features=True)
+        fake_logits, fake_features = discriminator(diff_augment(generator(z, labels), config.diffaugment), labels,
+                                                   with_features=True)
     g_loss = generator_loss(fake_logits.float(), config)
     if config.feature_matching > 0:
         # + W * ||E f(x) - E f(G(z))||^2 over phi, the discriminator's last features (Salimans et al. 2016)
         with torch.no_grad(), autocast():
-            _, real_features = discriminator(real, labels, with_features=True)
+            _, real_features = discriminator(diff_augment(real, config.diffaugment), labels, with_features=True)
         g_loss = g_loss + config.feature_matching * (real_features.float().mean(0)
                                                      - fake_features.float().mean(0)).square().sum()
     return g_loss.detach(), scaled_step(g_loss, opt_g, scaler, config.gradient_clip)
@@ -782,13 +807,6 @@ def write_epoch_outputs(sampler, discriminator, fixed, epoch, config, class_name
         writer.add_image("fixed_noise_samples", make_grid(images, normalize=True, value_range=(-1, 1)), epoch)
 
 
-def fixed_inputs(config, num_classes, device):
-    """The 64 z's of samples_epoch_XXX.png and their classes: 8 classes spread over all, one a row."""
-    noise = torch.randn(64, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
-    classes = torch.linspace(0, max(num_classes - 1, 0), 8).round().long()
-    return noise.to(device), classes.repeat_interleave(8).to(device)
-
-
 def train_gan(generator, discriminator, dataloader, config):
     """Train in place; writes checkpoints, weights, samples and metrics into config.out_dir.
 
@@ -812,7 +830,9 @@ def train_gan(generator, discriminator, dataloader, config):
              "elapsed": 0.0, "images": len(dataloader.images), "data": pixels}
     checkpoint_path = out_dir / "checkpoint.pt"
     rows = restore_checkpoint(checkpoint_path, parts, state, config, device) if config.resume else []
-    fixed = fixed_inputs(config, generator.num_classes, device)  # samples_epoch_XXX.png: the same z's and classes
+    # samples_epoch_XXX.png: the same 64 z's every epoch, and 8 classes spread over all, one a row
+    fixed = (torch.randn(64, config.z_dim, generator=torch.Generator().manual_seed(config.seed)).to(device),
+             torch.linspace(0, max(generator.num_classes - 1, 0), 8).round().long().repeat_interleave(8).to(device))
     last_g_loss = torch.tensor(rows[-1][3] if rows else float("nan"), device=device)  # logged every critic step
     g_skipped = torch.zeros((), device=device)
     data = {"channels": dataloader.images.size(1), "class_names": dataloader.class_names}
@@ -975,11 +995,6 @@ def write_final_outputs(config, device, data):
     within = f", all of class {data['class_names'][0]}" if generator.num_classes else ""
     analysis.latent_space_analysis(draw, config, out_dir, VARIANT, within)
     analysis.latent_traversal(draw, config, out_dir, VARIANT)
-    if config.keep_copies:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for name in ("generator", "discriminator"):
-            weights = (out_dir / f"{name}.pkl").read_bytes()
-            atomic_write(out_dir / f"{name}_{stamp}.pkl", lambda f: f.write(weights))
 
 
 def weights_run(weights, given):
@@ -1081,7 +1096,7 @@ def check_out_dir(config):
 
 RESUME_MAY_CHANGE = {"epochs", "lr_generator", "lr_discriminator", "n_critic", "ema_decay", "device", "amp",
                      "channels_last", "compile", "deterministic", "data_dir", "cache_dir", "preprocess_workers",
-                     "out_dir", "log_every", "checkpoint_every", "snapshot_every", "latent_pool", "keep_copies",
+                     "out_dir", "log_every", "checkpoint_every", "snapshot_every", "latent_pool",
                      "resume", "overwrite", "progress", "num_samples", "per_class", "classes", "lr_schedule",
                      "warmup_steps"}
 

@@ -30,7 +30,6 @@ METHOD_SPECIFIC = {
 METHOD_FIELDS = {
     "epochs", "batch_size", "lr_generator", "lr_discriminator", "lr_schedule", "betas", "n_critic", "lambda_gp",
     "clip_value", "loss", "real_label_smoothing", "gradient_clip", "feature_matching", "d_channels", "out_dir",
-    "keep_copies",
 }
 
 

@@ -1,0 +1,99 @@
+"""--diffaugment: DiffAugment (Zhao et al. 2020) of every critic input, real and generated alike."""
+import importlib
+
+import pytest
+import torch
+
+from conftest import SCRIPTS, tiny_args
+
+MODULES = {name: importlib.import_module(name) for name in SCRIPTS}
+gan_complete = MODULES["gan_complete"]
+
+
+def images(n=6, size=32):
+    torch.manual_seed(0)
+    return torch.rand(n, 3, size, size) * 1.6 - 0.8
+
+
+def test_no_policy_is_no_change_and_each_op_differs_per_image():
+    x = images()
+    assert torch.equal(gan_complete.diff_augment(x, ""), x)
+    torch.manual_seed(1)
+    coloured = gan_complete.diff_augment(x, "color")
+    shifts = (coloured - x).mean((1, 2, 3))
+    assert shifts.std() > 0.05  # a brightness of its own per image
+    cut = gan_complete.diff_augment(x, "cutout")
+    zeros = (cut == 0).all(1).sum((1, 2))  # pixels blanked per image: a square of half the side, clipped at edges
+    assert (zeros > 0).all() and (zeros <= 16 * 16).all() and (zeros == 16 * 16).any()
+
+
+def test_translation_moves_whole_pixels_and_shifts_in_zeros():
+    x = images(n=16)
+    torch.manual_seed(2)
+    moved = gan_complete.diff_augment(x, "translation")
+    for original, shifted in zip(x, moved):
+        found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+                 if torch.equal(shifted[:, max(dy, 0):32 + min(dy, 0), max(dx, 0):32 + min(dx, 0)],
+                                original[:, max(-dy, 0):32 + min(-dy, 0), max(-dx, 0):32 + min(-dx, 0)])]
+        assert len(found) == 1  # a shift of at most 32/8 = 4 pixels, the rest of the image unchanged
+        dy, dx = found[0]
+        if dy > 0:
+            assert (shifted[:, :dy] == 0).all()
+
+
+def test_augmentations_are_differentiable():
+    x = images().requires_grad_(True)
+    gan_complete.diff_augment(x, "color,translation,cutout").sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+class RecordingCritic(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(()))
+        self.seen = []
+
+    def forward(self, x, labels=None):
+        self.seen.append(x.detach().clone())
+        return x.flatten(1).mean(1) * self.weight
+
+
+class ConstantGenerator(torch.nn.Module):
+    num_classes = 0
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, z, labels=None):
+        return torch.full((len(z), 3, 32, 32), 0.5) + self.weight
+
+
+def test_the_critic_sees_augmented_reals_and_fakes_and_is_penalised_between_them():
+    config = gan_complete.Config(img_size=32, z_dim=4, diffaugment="cutout")
+    critic, generator = RecordingCritic(), ConstantGenerator()
+    real = images()
+    opt_d = torch.optim.SGD(critic.parameters(), lr=0.0)
+    gan_complete.critic_step(generator, critic, real, torch.zeros(6, dtype=torch.long), opt_d,
+                             torch.amp.GradScaler("cpu", enabled=False), config,
+                             lambda: torch.autocast("cpu", enabled=False))
+    seen_real, seen_fake, interpolates = critic.seen[:3]
+    assert ((seen_real == 0).all(1).sum((1, 2)) > 0).all() and ((seen_fake == 0).all(1).sum((1, 2)) > 0).all()
+    # each interpolate lies on the segment between its augmented real and augmented fake
+    alpha = ((interpolates - seen_fake) * (seen_real - seen_fake)).flatten(1).sum(1) / (
+        (seen_real - seen_fake).square().flatten(1).sum(1))
+    rebuilt = alpha[:, None, None, None] * seen_real + (1 - alpha[:, None, None, None]) * seen_fake
+    assert torch.allclose(rebuilt, interpolates, atol=1e-5) and ((alpha >= 0) & (alpha <= 1)).all()
+
+
+def test_a_bad_policy_is_one_line(capsys):
+    assert gan_complete.main(["--diffaugment", "color,flip"]) == 2
+    err = capsys.readouterr().err
+    assert "--diffaugment takes color, translation and cutout" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_trains_with_diffaugment(name, cache_dir, tmp_path):
+    module = MODULES[name]
+    assert module.main(tiny_args(cache_dir, tmp_path, "--diffaugment", "color,translation,cutout")) == 0
+    assert module.read_config(tmp_path / "config.json").diffaugment == "color,translation,cutout"
