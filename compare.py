@@ -351,7 +351,8 @@ def sliced_wasserstein(
         raise ValueError(f"directions must be a multiple of {SWD_DIRECTIONS_PER_CHUNK}")
     random = torch.Generator().manual_seed(seed)
     pyramids = [
-        laplacian_pyramid(images.float() if images.dtype == torch.uint8 else (images.float() + 1) * 127.5, min_resolution)
+        laplacian_pyramid(images.float() if images.dtype == torch.uint8 else (images.float() + 1) * 127.5,
+                          min_resolution)
         for images in (real_uint8, fake_uint8)
     ]
     result = {}
@@ -868,7 +869,8 @@ def curve_lines(runs, scores):
         if len(score.curve) < 2:
             continue
         with_fd = score.curve[0][2] is not None
-        points = ", ".join(f"{epoch}: {swd:.2f}" + (f" / {fd:.2f}" if with_fd else "") for epoch, swd, fd in score.curve)
+        points = ", ".join(f"{epoch}: {swd:.2f}" + (f" / {fd:.2f}" if with_fd else "")
+                           for epoch, swd, fd in score.curve)
         trends = [trend(score.curve, 1, "SWD")] + ([trend(score.curve, 2, "FD")] if with_fd else [])
         rows.append([run.variant, f"`{run.folder}`", points, "; ".join(trends)])
     if not rows:
@@ -888,8 +890,8 @@ def structure_note(structure, conditional_images):
         return f" {FD_NAME} and KID {structure.skipped}."
     info, chance, count = structure.info, 1 / structure.num_classes, len(structure.reference)
     note = (f" {FD_NAME} and KID (cache CNN): Frechet distance and KID between {count} generated and {count} "
-            f"held-out real images in the {structure.reference.shape[1]}-dim penultimate features of a small CNN trained "
-            f"on this cache's own {structure.num_classes} classes at {CLASSIFIER_SIZE} px (`{structure.path}`, "
+            f"held-out real images in the {structure.reference.shape[1]}-dim penultimate features of a small CNN "
+            f"trained on this cache's own {structure.num_classes} classes at {CLASSIFIER_SIZE} px (`{structure.path}`, "
             f"{info['train_images']:,} images, {info['train_seconds']:.0f} s to train; on {info['held_out_images']:,} "
             f"held-out images its top-1 / top-{TOP_K} accuracy is {accuracy(info, structure.num_classes)}, chance "
             f"{chance:.1%}). They compare whole images (layout, shapes) where SWD compares 7x7 patches (texture); "
@@ -897,9 +899,9 @@ def structure_note(structure, conditional_images):
             f"{structure.floor['kid']:.3f}. Not FID: another network and feature space, so these numbers do not "
             "compare with published FIDs, nor across caches.")
     if conditional_images:
-        note += (f" Class match (conditional runs): how often that classifier recognises an image generated for class c "
-                 f"as c, over {conditional_images} images spread evenly over the classes; on held-out real images "
-                 f"it scores {accuracy(info, structure.num_classes)}, chance {chance:.1%}.")
+        note += (f" Class match (conditional runs): how often that classifier recognises an image generated for "
+                 f"class c as c, over {conditional_images} images spread evenly over the classes; on held-out real "
+                 f"images it scores {accuracy(info, structure.num_classes)}, chance {chance:.1%}.")
     return note
 
 
@@ -915,7 +917,8 @@ def report(runs, scores, floors, caveats, num_images, real_count, structure):
     conditional = any(run.conditional for run in runs)
     header = ["variant", "run", "G params", "critic params", "epochs", "G steps", "wall time (s)", "images/s",
               "device", "SWD x10^3", FD_NAME, "KID (cache CNN)", "FID / KID", "diversity",
-              *([f"class match top-1{f' / top-{TOP_K}' if structure.num_classes > TOP_K else ''}"] if conditional else []),
+              *([f"class match top-1{f' / top-{TOP_K}' if structure.num_classes > TOP_K else ''}"]
+                if conditional else []),
               "warnings"]
     rows = []
     for run, score, warning in zip(runs, scores, warnings):
@@ -926,7 +929,8 @@ def report(runs, scores, floors, caveats, num_images, real_count, structure):
             run.variant, f"`{run.folder}`", f"{run.info['generator_params']:,}", f"{run.info['critic_params']:,}",
             f"{run.info['epochs_done']}/{run.info['epochs']}", f"{run.info['generator_steps']:,}",
             f"{run.info['wall_time_s']:,.1f}", f"{run.info['images_per_s']:,.1f}", run.info["device"],
-            f"{score.swd['avg']:.2f}", *([f"{quality['fd']:.2f}", f"{quality['kid']:.3f}"] if quality else ["skipped"] * 2),
+            f"{score.swd['avg']:.2f}",
+            *([f"{quality['fd']:.2f}", f"{quality['kid']:.3f}"] if quality else ["skipped"] * 2),
             "skipped" if skipped else score.inception, f"{score.diversity:.2f}", *([match] if conditional else []),
             "; ".join(warning) or "none"])
     # Runs at different image sizes have different pyramids: one column per level found anywhere.
@@ -936,7 +940,8 @@ def report(runs, scores, floors, caveats, num_images, real_count, structure):
     floor_fd = [] if structure.skipped else [f"{structure.floor['fd']:.2f}"]
     if not structure.skipped:
         columns.append([fd_of(score) for score in scores])
-    level_rows = [[run.variant, f"`{run.folder}`", *cells] for run, cells in zip(runs, zip(*map(best_in_bold, columns)))]
+    level_rows = [[run.variant, f"`{run.folder}`", *cells]
+                  for run, cells in zip(runs, zip(*map(best_in_bold, columns)))]
     level_rows += [["real vs real", f"{size} px", *(level_cell(floor, level) for level in levels), *floor_fd]
                    for size, floor in floors.items()]
     lines = [
@@ -950,7 +955,8 @@ def report(runs, scores, floors, caveats, num_images, real_count, structure):
         "## SWD per Laplacian-pyramid level (x10^3)" + ("" if structure.skipped else f" and {FD_NAME}"), "",
         *markdown_table(["variant", "run", *levels, *([FD_NAME] if floor_fd else [])], level_rows), "",
         *(["The lowest of each column is in bold: the level where a run leads is the scale it does better at "
-           "(the finest level is texture and checkerboard, the coarsest layout and colour).", ""] if len(runs) > 1 else []),
+           "(the finest level is texture and checkerboard, the coarsest layout and colour).", ""]
+          if len(runs) > 1 else []),
         *curve_lines(runs, scores),
         "## Verdict", "",
         *verdict(runs, scores, floors, warnings, None if structure.skipped else structure.floor["fd"]), "",
@@ -1052,7 +1058,8 @@ def make_figure(runs, scores, floors, fd_floor, samples_shown, seed):
                 plot_curves(axis, run.metrics, title, columns)
         if "quality" in panels:
             plot_quality(row[3], score.curve, (floors[run.config.img_size]["avg"], fd_floor), tops)
-    figure.suptitle(f"{len(runs)} run{'s' if len(runs) > 1 else ''}; samples from the same noise (seed {seed}) for every run",
+    figure.suptitle(f"{len(runs)} run{'s' if len(runs) > 1 else ''}; samples from the same noise (seed {seed}) "
+                    "for every run",
                     fontsize="x-large")
     return figure
 
@@ -1154,7 +1161,8 @@ def main(argv=None):
                          min(args.samples, num_images), args.seed)
     # Whole or not at all: a comparison interrupted mid-write keeps the previous files as they were.
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    preprocess.write_atomically(args.out_dir / "comparison.png", lambda file: figure.savefig(file, format="png", dpi=DPI))
+    preprocess.write_atomically(args.out_dir / "comparison.png",
+                                lambda file: figure.savefig(file, format="png", dpi=DPI))
     preprocess.write_atomically(args.out_dir / "comparison.md", lambda file: file.write(markdown.encode()))
     print(markdown)
     print(f"wrote {args.out_dir / 'comparison.md'} and {args.out_dir / 'comparison.png'}")

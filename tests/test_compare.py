@@ -518,7 +518,8 @@ def test_a_torn_last_row_of_a_running_run_is_left_out_but_damage_elsewhere_is_re
         file.write("11,1,0.09")  # a writer caught mid-append: no line end
     out_dir = stand_ins / "comparison"
     assert compare.main([str(run), "--out-dir", str(out_dir), "--num-images", "32"]) == 0
-    assert "metrics.csv ends in a partial row (a run still writing?), left out" in table_rows(capsys.readouterr().out)[0][-1]
+    warnings = table_rows(capsys.readouterr().out)[0][-1]
+    assert "metrics.csv ends in a partial row (a run still writing?), left out" in warnings
     assert len(compare.load_run(run).metrics["step"]) == 10
 
     damaged = rows[:4] + ["5,1,0.2"] + rows[5:]  # a short row in the middle is not a run still writing

@@ -203,7 +203,8 @@ def test_a_run_writes_every_output(script, finished_runs):
     info = json.loads((out_dir / "run_info.json").read_text())
     steps_per_epoch = 48 * 3 // 16  # 48 synthetic images and 2 rotated copies each, batch 16
     assert len(rows) == info["critic_steps"] == 2 * steps_per_epoch
-    assert list(rows[0]) == ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time", "d_skipped", "g_skipped"]
+    assert list(rows[0]) == ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time", "d_skipped",
+                             "g_skipped"]
     assert {r["d_skipped"] for r in rows} == {r["g_skipped"] for r in rows} == {"0.0"}  # no fp16, no skips
     assert [int(r["step"]) for r in rows] == list(range(1, len(rows) + 1))
     assert {int(r["epoch"]) for r in rows} == {1, 2}
