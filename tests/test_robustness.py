@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 import torch
 
-import analysis
 import gan_complete
 import dcgan
 from conftest import ROOT, SCRIPTS, run_cli, subprocess_env, tiny_args
