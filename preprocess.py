@@ -295,12 +295,17 @@ def usable_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def write_atomically(path, write):
-    """write(file) into a temporary name in the same folder, then rename: never half a file."""
+def write_atomically(path, write, sync=True):
+    """write(file) into a temporary name in the same folder, flushed to disk (unless not sync), then renamed:
+    a crash or a full disk never leaves half a file (the training scripts write all their files this way)."""
+    path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as file:
             write(file)
+            if sync:  # not for each cached PNG: images.npy, synced and written last, marks the cache whole
+                file.flush()
+                os.fsync(file.fileno())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
@@ -359,7 +364,7 @@ def process_task(task):
     folder.mkdir(exist_ok=True)
     for name, picture in zip(output_names(record.stem, rotations), pictures):
         write_atomically(folder / name, lambda file: picture.save(file, format="PNG",
-                                                                   compress_level=PNG_COMPRESS_LEVEL))
+                                                                   compress_level=PNG_COMPRESS_LEVEL), sync=False)
     return index, [np.asarray(picture) for picture in pictures], None
 
 

@@ -63,6 +63,7 @@ VARIANT = "WGAN-clip"
 # ----------------------------------------------------------------------------- Config
 @dataclass
 class Config:
+    preset: str = ""  # a named recipe of PRESETS below (none yet: gan_complete.py --preset cpu has one)
     # data (handed to preprocess.py, which caches cleaned images once for all three scripts)
     data_dir: str = "."  # folder holding the flowers (jpg/ + category_to_images.json, or the official layout)
     source: str = "auto"  # auto | coursework | official | torchvision | folder | synthetic
@@ -81,6 +82,7 @@ class Config:
     conditional: bool = False  # class-conditional G(z, y) and D(x, y); the classes come from the data
     # training
     epochs: int = 5  # passes over the (rotated) data set
+    minutes: float = 0.0  # also stop once training has run this long in total (data stage not counted); 0 = off
     batch_size: int = 256  # images per critic step
     lr_generator: float = 5e-5  # RMSprop learning rate of the generator (peak of the schedule)
     lr_discriminator: float = 5e-5  # RMSprop learning rate of the critic (peak of the schedule)
@@ -112,6 +114,9 @@ class Config:
     per_class: int = 0  # with --sample on a conditional generator: N images of every class, samples/<class>/
     classes: str = ""  # with --per-class: only these classes, comma-separated names or numbers (3,17)
 
+
+# --preset: none measured for this method yet (gan_complete.py has cpu, from the sweep in docs/preset_cpu/).
+PRESETS = {}
 
 # ----------------------------------------------------------------------------- command line
 class ConfigError(Exception):
@@ -166,10 +171,14 @@ def read_config(path):
 
 
 def parse_config(argv=None):
-    """(Config, the fields given on the command line)."""
+    """(Config, the fields typed on the command line): the typed fields over the --preset's over the defaults.
+    A resumed run or a --sample takes the rest from its config.json, which holds the preset's values."""
     given = vars(build_parser().parse_args(argv))
     given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items()}
-    return Config(**given), given
+    if given.get("preset", "") not in {"", *PRESETS}:
+        raise ConfigError(f"--preset must be {' or '.join(PRESETS) or 'empty (this script has none)'}, got "
+                          f"{given['preset']!r}")
+    return Config(**{**PRESETS.get(given.get("preset"), {}), **given}), given
 
 
 def validate_config(config):
@@ -178,7 +187,7 @@ def validate_config(config):
         if not getattr(config, name) > 0:  # also catches nan
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
     for name in ["rotations", "checkpoint_every", "snapshot_every", "preprocess_workers", "max_angle", "warmup_steps",
-                 "per_class"]:
+                 "per_class", "minutes"]:
         if not getattr(config, name) >= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
     for field in dataclasses.fields(config):
@@ -283,28 +292,10 @@ def set_rng_states(states, device):
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
-def atomic_write(path, write):
-    """Write through a temporary file and rename it: a crash never leaves a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_state_dict(module, path):
     """A state_dict as a pickle of CPU tensors, so it loads on a machine without a GPU."""
     state = collections.OrderedDict((k, v.detach().cpu()) for k, v in module.state_dict().items())
-    atomic_write(path, lambda f: pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-def _storage_from_bytes(data):
-    return torch.load(io.BytesIO(data), weights_only=True)
+    preprocess.write_atomically(path, lambda f: pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 class _StateDictUnpickler(pickle.Unpickler):
@@ -312,7 +303,7 @@ class _StateDictUnpickler(pickle.Unpickler):
     # three; torch's own storage loader is swapped for one that loads with weights_only=True.
     ALLOWED = {("collections", "OrderedDict"): collections.OrderedDict,
                ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-               ("torch.storage", "_load_from_bytes"): _storage_from_bytes}
+               ("torch.storage", "_load_from_bytes"): lambda data: torch.load(io.BytesIO(data), weights_only=True)}
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -374,7 +365,7 @@ def count_parameters(module):
 
 
 def write_json(path, data):
-    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
+    preprocess.write_atomically(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 
 # ----------------------------------------------------------------------------- data
@@ -685,7 +676,7 @@ def save_checkpoint(path, parts, state, rows, config, device):
     checkpoint = {name: None if part is None else part.state_dict() for name, part in parts.items()}
     metrics = torch.tensor(rows, dtype=torch.float64).reshape(-1, len(METRIC_COLUMNS))
     checkpoint.update(state=dict(state), metrics=metrics, rng=rng_states(device), config=asdict(config))
-    atomic_write(path, lambda f: torch.save(checkpoint, f))
+    preprocess.write_atomically(path, lambda f: torch.save(checkpoint, f))
 
 
 def restore_checkpoint(path, parts, state, config, device):
@@ -810,7 +801,7 @@ def train_gan(generator, discriminator, dataloader, config):
     write_json(out_dir / "config.json", {"variant": VARIANT, "script": Path(__file__).stem, "config": asdict(config),
                                          "data": data, "torch": torch.__version__, "device": str(device)})
     # rewritten from the checkpoint's rows: drops the steps a stopped run made after it
-    atomic_write(out_dir / "metrics.csv", lambda f: f.write(csv_text([METRIC_COLUMNS] + rows)))
+    preprocess.write_atomically(out_dir / "metrics.csv", lambda f: f.write(csv_text([METRIC_COLUMNS] + rows)))
     save = lambda: save_checkpoint(checkpoint_path, parts, state, rows, config, device)
     pending = []  # per-step metrics still on the device: read back every log_every steps (one sync)
     writer = None  # or TensorBoard's; purge_step drops what a stopped run logged after the checkpoint
@@ -861,17 +852,25 @@ def train_gan(generator, discriminator, dataloader, config):
                 if stop.signum:
                     bar.close()
                     raise TrainingInterrupted(stop.signum)
+                if config.minutes and time.perf_counter() - started >= 60 * config.minutes:
+                    break  # the time budget is spent: this (partial) epoch's outputs, then the final ones
             flush_metrics(pending, rows, out_dir, bar, writer)
             bar.close()
-            state.update(epoch=epoch + 1, batch=0, elapsed=time.perf_counter() - started)
+            batches, out_of_time = state["batch"] - first_batch, state["batch"] < len(dataloader)
+            if not out_of_time:  # a partial epoch stays unfinished in the checkpoint: a resume completes it
+                state.update(epoch=epoch + 1, batch=0)
+            state["elapsed"] = time.perf_counter() - started
             check_finite([generator, discriminator], state["step"])  # before anything is written
             write_epoch_outputs(sampler, discriminator, fixed, epoch + 1, config, dataloader.class_names, writer)
             write_run_info(config, generator, discriminator, dataloader, state, device)
             save()  # last: the epoch counts as done only once all its files are whole
-            seconds, images = time.perf_counter() - epoch_start, (len(dataloader) - first_batch) * dataloader.batch_size
+            seconds, images = time.perf_counter() - epoch_start, batches * dataloader.batch_size
             d_loss, g_loss, w_dist, gp = rows[-1][2:6]
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}  D {d_loss:.4f}  G {g_loss:.4f}  W {w_dist:.4f}  "
                        f"GP {gp:.4f}  {seconds:.1f}s  {images / seconds:.0f} img/s")
+            if out_of_time:
+                tqdm.write(f"--minutes {config.minutes:g} spent at step {state['step']}, in epoch {epoch + 1}")
+                break
     return write_run_info(config, generator, discriminator, dataloader, state, device)
 
 
@@ -884,7 +883,8 @@ def write_run_info(config, generator, discriminator, dataloader, state, device):
             "critic_steps": state["step"], "images_seen": images_seen, "wall_time_s": round(state["elapsed"], 2),
             "images_per_s": round(images_seen / max(state["elapsed"], 1e-9), 2), "device": str(device),
             "img_size": config.img_size, "z_dim": config.z_dim, "batch_size": config.batch_size,
-            "cache_path": getattr(dataloader, "cache_path", ""), "finished": state["epoch"] >= config.epochs}
+            "cache_path": getattr(dataloader, "cache_path", ""),
+            "finished": state["epoch"] >= config.epochs or 0 < 60 * config.minutes <= state["elapsed"]}
     write_json(Path(config.out_dir) / "run_info.json", info)
     return info
 
@@ -904,7 +904,7 @@ def generate(generator, z, device, labels=None, chunk=128):
 
 
 def save_grid(images, path, nrow=8):
-    atomic_write(path, lambda f: save_image(images, f, format="png", nrow=nrow, normalize=True,
+    preprocess.write_atomically(path, lambda f: save_image(images, f, format="png", nrow=nrow, normalize=True,
                                             value_range=(-1, 1)))
 
 
@@ -1069,7 +1069,7 @@ RESUME_MAY_CHANGE = {"epochs", "lr_generator", "lr_discriminator", "n_critic", "
                      "channels_last", "compile", "deterministic", "data_dir", "cache_dir", "preprocess_workers",
                      "out_dir", "log_every", "checkpoint_every", "snapshot_every", "latent_pool",
                      "resume", "overwrite", "progress", "num_samples", "per_class", "classes", "lr_schedule",
-                     "warmup_steps"}
+                     "warmup_steps", "minutes"}
 
 
 def resumed_config(out_dir, given):

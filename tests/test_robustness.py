@@ -9,6 +9,7 @@ import torch
 
 import gan_complete
 import dcgan
+import preprocess
 from conftest import ROOT, SCRIPTS, run_cli, subprocess_env, tiny_args
 
 
@@ -207,7 +208,7 @@ def test_a_write_that_fails_midway_leaves_the_old_file_intact(tmp_path):
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError):
-        gan_complete.atomic_write(target, crash)
+        preprocess.write_atomically(target, crash)
     assert target.read_bytes() == b"old, good weights"
     assert [p.name for p in tmp_path.iterdir()] == ["generator.pkl"]  # no temporary file left behind
 

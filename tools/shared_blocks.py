@@ -20,7 +20,7 @@ REFERENCE = "gan_complete.py"
 SCRIPTS = [REFERENCE, "wgan_clip.py", "dcgan.py"]
 METHOD_SPECIFIC = {
     "__doc__", "VARIANT", "Config", "CRITIC_VIEW", "method_checks", "make_optimizers", "critic_norm",
-    "InstanceNormFP32",
+    "InstanceNormFP32", "PRESETS",
     "compute_gradient_penalty", "clip_weights", "discriminator_loss", "generator_loss",
     "critic_step", "generator_step",
 }
@@ -30,6 +30,7 @@ METHOD_SPECIFIC = {
 METHOD_FIELDS = {
     "epochs", "batch_size", "lr_generator", "lr_discriminator", "lr_schedule", "betas", "n_critic", "lambda_gp",
     "clip_value", "loss", "real_label_smoothing", "gradient_clip", "feature_matching", "d_channels", "out_dir",
+    "preset",
 }
 
 

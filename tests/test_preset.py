@@ -1,0 +1,91 @@
+"""--minutes (a wall-clock budget) and --preset (a named recipe under the typed flags)."""
+import importlib
+import json
+
+import pytest
+import torch
+
+from conftest import SCRIPTS, tiny_args
+
+MODULES = {name: importlib.import_module(name) for name in SCRIPTS}
+gan_complete = MODULES["gan_complete"]
+
+
+def weights(path):
+    return MODULES["gan_complete"].load_state_dict_safely(path)
+
+
+@pytest.mark.parametrize("script", ["gan_complete", "dcgan"])
+def test_a_spent_budget_ends_the_run_mid_epoch_and_a_resume_finishes_it_as_if_never_stopped(script, cache_dir,
+                                                                                          tmp_path, capsys):
+    module = MODULES[script]
+    args = lambda out, *extra: tiny_args(cache_dir, out, "--synthetic-images", "160", *extra)
+    assert module.main(args(tmp_path / "whole")) == 0
+
+    out = tmp_path / "budget"
+    assert module.main(args(out, "--minutes", "1e-9")) == 0  # spent after the first step
+    assert "--minutes 1e-09 spent at step 1, in epoch 1" in capsys.readouterr().out
+    info = json.loads((out / "run_info.json").read_text())
+    assert (info["critic_steps"], info["epochs_done"], info["finished"]) == (1, 0, True)
+    for name in ("generator.pkl", "samples_epoch_001.png", "generated_samples.png", "training_losses.png"):
+        assert (out / name).stat().st_size > 0, name
+    state = torch.load(out / "checkpoint.pt", weights_only=True)["state"]
+    assert (state["epoch"], state["batch"], state["step"]) == (0, 1, 1)  # the epoch is not counted as done
+
+    assert module.main(["--out-dir", str(out), "--resume", "--minutes", "0", "--no-progress"]) == 0
+    info, whole = (json.loads((folder / "run_info.json").read_text()) for folder in (out, tmp_path / "whole"))
+    assert (info["critic_steps"], info["epochs_done"], info["finished"]) == (whole["critic_steps"], 2, True)
+    for name in ("generator.pkl", "discriminator.pkl"):
+        whole, resumed = weights(tmp_path / "whole" / name), weights(out / name)
+        assert all(torch.equal(whole[key], resumed[key]) for key in whole), name
+
+
+def test_the_budget_counts_the_training_time_of_every_session(cache_dir, tmp_path):
+    out = tmp_path / "run"
+    assert gan_complete.main(tiny_args(cache_dir, out, "--epochs", "1")) == 0
+    first = json.loads((out / "run_info.json").read_text())
+    elapsed = first["wall_time_s"]
+    budget = f"{elapsed / 60 * 0.5:.9f}"  # half of what the run has trained already
+    assert gan_complete.main(["--out-dir", str(out), "--resume", "--epochs", "3", "--minutes", budget,
+                              "--no-progress"]) == 0
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["critic_steps"] == first["critic_steps"] + 1 and info["finished"]  # one step, then the budget stops it
+
+
+def test_a_preset_sets_its_fields_and_the_typed_flags_win():
+    preset = gan_complete.PRESETS["cpu"]
+    config, given = gan_complete.parse_config(["--preset", "cpu"])
+    assert all(getattr(config, name) == value for name, value in preset.items())
+    gan_complete.validate_config(config)
+    assert any(getattr(gan_complete.Config(), name) != value for name, value in preset.items())  # not the defaults
+    assert gan_complete.Config().g_channels == 1024  # the seed's setup stays the default
+    config, given = gan_complete.parse_config(["--preset", "cpu", "--n-critic", "7", "--minutes", "0"])
+    assert (config.n_critic, config.minutes, config.g_channels) == (7, 0, preset["g_channels"])
+    assert given == {"preset": "cpu", "n_critic": 7, "minutes": 0}  # what a resume or --sample takes over
+
+
+def test_the_run_records_the_resolved_values_of_its_preset(cache_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(gan_complete.PRESETS, "tiny", {"n_critic": 3, "ema_decay": 0.9, "g_channels": 64})
+    assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--preset", "tiny", "--epochs", "1")) == 0
+    saved = json.loads((tmp_path / "config.json").read_text())["config"]
+    # tiny_args types --g-channels 16: the typed flag wins over the preset's 64
+    assert (saved["preset"], saved["n_critic"], saved["ema_decay"], saved["g_channels"]) == ("tiny", 3, 0.9, 16)
+    assert gan_complete.main(["--out-dir", str(tmp_path), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["n_critic"] == 3
+
+
+@pytest.mark.parametrize("script, preset, words", [
+    ("gan_complete", "laptop", "--preset must be cpu, got 'laptop'"),
+    ("dcgan", "cpu", "--preset must be empty (this script has none), got 'cpu'"),
+])
+def test_an_unknown_preset_stops_with_one_line(script, preset, words, tmp_path, capsys):
+    assert MODULES[script].main(["--preset", preset, "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("minutes", ["-1", "nan"])
+def test_a_negative_or_nan_budget_is_refused(minutes, capsys):
+    assert gan_complete.main(["--minutes", minutes]) == 2
+    assert "--minutes must be" in capsys.readouterr().err
