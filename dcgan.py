@@ -577,17 +577,11 @@ def generator_step(generator, discriminator, real, labels, opt_g, scaler, config
 
 
 # ----------------------------------------------------------------------------- training
+# d_skipped / g_skipped: 1 where the fp16 loss scaler skipped this critic step / the generator step whose
+# g_loss the row shows, for inf/nan gradients: there an inf loss is the scaler's business, not a divergence.
 METRIC_COLUMNS = ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time", "d_skipped", "g_skipped"]
-
-
 SKIPPED_LIMIT = 100  # this many steps in a row with a skipped update: the run diverged (a start skips ~20)
-
-
-
-
 PER_CLASS_GRID = 10  # images of each class in a conditional run's samples_per_class.png
-
-
 BN_CALIBRATION_BATCHES = 16  # train-mode passes that measure the EMA generator's BatchNorm statistics
 
 
@@ -1059,6 +1053,7 @@ def sample_from_weights(config, given):
     return 0
 
 
+# ----------------------------------------------------------------------------- main
 RUN_FILES = ["checkpoint.pt", "config.json", "metrics.csv", "run_info.json", "generator.pkl", "discriminator.pkl",
              "training_losses.png", "generated_samples.png", "latent_space_analysis.png", "latent_l2_norms.txt",
              "interpolation.png", "latent_traversal.png"]
@@ -1074,7 +1069,6 @@ def check_writable(folder):
         raise ConfigError(f"cannot write to {folder} ({error.strerror}); pass another --out-dir") from None
 
 
-# ----------------------------------------------------------------------------- main
 def check_out_dir(config):
     """Report an unwritable or occupied out_dir now, not an hour into training."""
     out_dir = Path(config.out_dir)
@@ -1094,6 +1088,8 @@ def check_out_dir(config):
             old.unlink(missing_ok=True)
 
 
+# What a resumed run may change; anything else (batch size, seeds, data, model sizes, betas)
+# would silently make it a different run than its checkpoint.
 RESUME_MAY_CHANGE = {"epochs", "lr_generator", "lr_discriminator", "n_critic", "ema_decay", "device", "amp",
                      "channels_last", "compile", "deterministic", "data_dir", "cache_dir", "preprocess_workers",
                      "out_dir", "log_every", "checkpoint_every", "snapshot_every", "latent_pool",

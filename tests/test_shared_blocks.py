@@ -35,6 +35,15 @@ def test_an_edited_copy_fails_and_names_the_block(tmp_path):
     assert problems == ["shared block 'count_parameters' differs", "shared block 'check_finite' differs"]
 
 
+def test_a_drifted_comment_above_a_shared_block_fails_and_sync_restores_it():
+    reference = read("gan_complete.py")
+    comment = "# What a resumed run may change;"
+    assert comment in read("dcgan.py")
+    edited = read("dcgan.py").replace(comment, "# What a resumed run can change;")
+    assert shared_blocks.drift(reference, edited) == ["shared block 'RESUME_MAY_CHANGE' differs"]
+    assert shared_blocks.sync(reference, edited) == read("dcgan.py")
+
+
 def test_a_missing_or_moved_block_fails():
     reference = read("gan_complete.py")
     blocks = shared_blocks.blocks(read("wgan_clip.py"))

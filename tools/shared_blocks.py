@@ -55,12 +55,15 @@ def _name(node):
 
 
 def blocks(source):
-    """{name: (first line, last line, text)} of the top-level blocks, in file order (1-based lines)."""
+    """{name: (first line, last line, text)} of the top-level blocks, in file order (1-based lines), each with
+    the comment lines right above it, so that a drifted comment is found too."""
     lines = source.splitlines(keepends=True)
     found = {}
     for node in ast.parse(source).body:
         name = _name(node)
         start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        while start > 1 and lines[start - 2].startswith("#"):  # the comment lines right above belong to it
+            start -= 1
         if name in found:  # consecutive imports form one block
             start = found[name][0]
         found[name] = (start, node.end_lineno, "".join(lines[start - 1:node.end_lineno]))
