@@ -78,6 +78,7 @@ class Config:
     z_dim: int = 100  # length of the noise vector z
     g_channels: int = 1024  # generator width: channels of its first 4x4 feature map
     d_channels: int = 1024  # discriminator width: channels of its last 4x4 feature map
+    upsample: str = "transpose"  # generator's x2: transpose (ConvTranspose2d k4 s2) | nearest (then Conv2d k3)
     conditional: bool = False  # class-conditional G(z, y) and D(x, y); the classes come from the data
     # training
     epochs: int = 60  # passes over the (rotated) data set
@@ -220,7 +221,8 @@ def validate_config(config):
                           f"{config.diffaugment!r}")
     if config.classes and not config.per_class:
         raise ConfigError("--classes chooses the classes of --per-class: pass --per-class N too")
-    for name, choices in (("lr_schedule", ("cosine", "linear", "constant")), ("amp", ("auto", "bf16", "fp16", "off"))):
+    for name, choices in (("lr_schedule", ("cosine", "linear", "constant")), ("amp", ("auto", "bf16", "fp16", "off")),
+                          ("upsample", ("transpose", "nearest"))):
         if (value := getattr(config, name)) not in choices:
             raise ConfigError(f"--{name.replace('_', '-')} must be {' or '.join(choices)}, got {value!r}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", config.device):
@@ -341,12 +343,12 @@ def load_weights(module, state, path):
     expected = module.state_dict()
     for key, value in expected.items():
         if key not in state:
-            raise WeightsError(f"{path} does not fit the Config: it has no '{key}' (another --conditional?)")
+            raise WeightsError(f"{path} does not fit the Config: it has no '{key}' (--conditional? --upsample?)")
         if state[key].shape != value.shape:
             raise WeightsError(
                 f"{path} does not fit the Config: '{key}' has shape {list(state[key].shape)} in the file "
                 f"but {list(value.shape)} here; pass the --z-dim / --g-channels / --d-channels / "
-                "--img-size the weights were trained with")
+                "--img-size / --upsample the weights were trained with")
     extra = sorted(set(state) - set(expected))
     if extra:
         raise WeightsError(f"{path} does not fit the Config: unexpected '{extra[0]}' (another --img-size or "
@@ -416,8 +418,16 @@ def weights_init(module):
         nn.init.zeros_(module.bias)
 
 
+def upsample(config, channels_in, channels_out, bias):
+    """x2: DCGAN's ConvTranspose2d k4 s2, or nearest x2 then Conv2d k3, far less prone to the transposed
+    convolution's checkerboard texture (Odena et al. 2016, "Deconvolution and checkerboard artifacts")."""
+    if config.upsample == "nearest":
+        return [nn.Upsample(scale_factor=2), nn.Conv2d(channels_in, channels_out, 3, 1, 1, bias=bias)]
+    return [nn.ConvTranspose2d(channels_in, channels_out, 4, 2, 1, bias=bias)]
+
+
 class Generator(nn.Module):
-    """z -> Linear -> g_channels x 4 x 4 -> (ConvTranspose2d k4 s2, BatchNorm, ReLU) x n -> Tanh.
+    """z -> Linear -> g_channels x 4 x 4 -> (x2 by --upsample, BatchNorm, ReLU) x n -> Tanh.
     Conditional: a learned embedding of the class y, as long as z, joins z at the input (README,
     "Class-conditional generation", on why not conditional BatchNorm)."""
 
@@ -429,10 +439,9 @@ class Generator(nn.Module):
         layers = [nn.BatchNorm2d(config.g_channels), nn.ReLU(True)]
         channels = config.g_channels
         for _ in range(int(math.log2(config.img_size)) - 3):  # 4 -> img_size / 2
-            layers += [nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
-                       nn.BatchNorm2d(channels // 2), nn.ReLU(True)]
+            layers += [*upsample(config, channels, channels // 2, False), nn.BatchNorm2d(channels // 2), nn.ReLU(True)]
             channels //= 2
-        layers += [nn.ConvTranspose2d(channels, image_channels, 4, 2, 1), nn.Tanh()]  # img_size / 2 -> img_size
+        layers += [*upsample(config, channels, image_channels, True), nn.Tanh()]  # img_size / 2 -> img_size
         self.net = nn.Sequential(*layers)
 
     def forward(self, z, labels=None):

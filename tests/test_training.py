@@ -2,6 +2,7 @@
 import csv
 import importlib
 import json
+import math
 import pickle
 import re
 
@@ -36,10 +37,13 @@ def finished_runs(tmp_path_factory, cache_dir):
     return runs
 
 
-@pytest.mark.parametrize("img_size, g_channels", [(64, 32), (128, 32)])
-def test_models_make_and_score_images_of_the_configured_size(script, img_size, g_channels):
-    config = script.Config(img_size=img_size, g_channels=g_channels, d_channels=32, z_dim=8)
+@pytest.mark.parametrize("img_size, g_channels, upsample", [(64, 32, "transpose"), (128, 32, "transpose"),
+                                                          (64, 32, "nearest")])
+def test_models_make_and_score_images_of_the_configured_size(script, img_size, g_channels, upsample):
+    config = script.Config(img_size=img_size, g_channels=g_channels, d_channels=32, z_dim=8, upsample=upsample)
     generator, discriminator = script.Generator(config), script.Discriminator(config)
+    transposed = [m for m in generator.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(transposed) == (int(math.log2(img_size)) - 2 if upsample == "transpose" else 0)
     images = generator(torch.randn(3, 8))
     assert images.shape == (3, 3, img_size, img_size)
     assert images.min() >= -1 and images.max() <= 1  # tanh output, same range as the data
@@ -167,6 +171,7 @@ def test_help_lists_every_field_with_its_default(script):
     (["--seed", "-1"], "--seed must be in [0, 2**32)"),
     (["--lr-generator", "inf"], "--lr-generator must be a finite number"),
     (["--z-dim", "1"], "--z-dim must be at least 2"),
+    (["--upsample", "bilinear"], "--upsample must be transpose or nearest"),
 ])
 def test_invalid_values_stop_with_one_line(script, args, words, capsys, tmp_path):
     assert script.main(args + ["--out-dir", str(tmp_path / "run")]) == 2
@@ -281,6 +286,23 @@ def test_sample_with_a_mismatched_config_names_the_mismatch(script, finished_run
     err = capsys.readouterr().err
     assert "does not fit the Config" in err and "'project.weight' has shape [256, 100]" in err
     assert "--g-channels" in err and err.count("\n") == 1
+
+
+def test_a_nearest_upsampling_run_samples_from_its_config_and_a_mismatch_names_the_flag(cache_dir, tmp_path,
+                                                                                       capsys):
+    module = MODULES["gan_complete"]
+    out_dir = tmp_path / "nearest"
+    assert module.main(tiny_args(cache_dir, out_dir, "--upsample", "nearest", "--epochs", "1")) == 0
+    state = module.load_state_dict_safely(out_dir / "generator.pkl")
+    assert [tuple(v.shape[2:]) for k, v in state.items() if v.dim() == 4] == [(3, 3)] * 3  # three Conv2d k3
+    assert module.main(["--sample", str(out_dir / "generator.pkl"), "--num-samples", "3",
+                        "--out-dir", str(tmp_path / "samples")]) == 0  # config.json says nearest
+    assert len(list((tmp_path / "samples" / "samples").glob("sample_*.png"))) == 3
+    capsys.readouterr()
+    assert module.main(["--sample", str(out_dir / "generator.pkl"), "--upsample", "transpose",
+                        "--out-dir", str(tmp_path / "wrong")]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the Config" in err and "--upsample" in err and err.count("\n") == 1
 
 
 def test_ema_follows_the_generator_early_and_averages_later():
