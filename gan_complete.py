@@ -420,8 +420,7 @@ def weights_init(module):
 
 
 def upsample(config, channels_in, channels_out, bias):
-    """x2: DCGAN's ConvTranspose2d k4 s2, or nearest x2 then Conv2d k3, far less prone to the transposed
-    convolution's checkerboard texture (Odena et al. 2016, "Deconvolution and checkerboard artifacts")."""
+    """x2: ConvTranspose2d k4 s2 (DCGAN's), or nearest x2 + Conv2d k3: less checkerboard (Odena et al. 2016)."""
     if config.upsample == "nearest":
         return [nn.Upsample(scale_factor=2), nn.Conv2d(channels_in, channels_out, 3, 1, 1, bias=bias)]
     return [nn.ConvTranspose2d(channels_in, channels_out, 4, 2, 1, bias=bias)]
@@ -585,8 +584,7 @@ def generator_step(generator, discriminator, real, labels, opt_g, scaler, config
 
 
 # ----------------------------------------------------------------------------- training
-# d_skipped / g_skipped: 1 where the fp16 loss scaler skipped this critic step / the generator step whose
-# g_loss the row shows, for inf/nan gradients: there an inf loss is the scaler's business, not a divergence.
+# d_skipped / g_skipped: 1 where the fp16 scaler skipped the critic / G update (inf/nan gradients): no divergence.
 METRIC_COLUMNS = ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time", "d_skipped", "g_skipped"]
 SKIPPED_LIMIT = 100  # this many steps in a row with a skipped update: the run diverged (a start skips ~20)
 PER_CLASS_GRID = 10  # images of each class in a conditional run's samples_per_class.png
@@ -1096,8 +1094,7 @@ def check_out_dir(config):
             old.unlink(missing_ok=True)
 
 
-# What a resumed run may change; anything else (batch size, seeds, data, model sizes, betas)
-# would silently make it a different run than its checkpoint.
+# What a resumed run may change; anything else (batch, seeds, data, models, betas) makes another run.
 RESUME_MAY_CHANGE = {"epochs", "lr_generator", "lr_discriminator", "n_critic", "ema_decay", "device", "amp",
                      "channels_last", "compile", "deterministic", "data_dir", "cache_dir", "preprocess_workers",
                      "out_dir", "log_every", "checkpoint_every", "snapshot_every", "latent_pool",
