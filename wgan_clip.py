@@ -26,6 +26,7 @@ import collections
 import contextlib
 import copy
 import csv
+import ctypes
 import dataclasses
 import errno
 import hashlib
@@ -135,12 +136,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    parser = _Parser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        argument_default=argparse.SUPPRESS,  # so that only the flags a user typed are returned
-    )
+    parser = _Parser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     argument_default=argparse.SUPPRESS)  # so that only the flags a user typed are returned
     # the comment after each Config field is its --help text (one source of truth)
     comments = dict(re.findall(r"^\s+(\w+): [^=]+= .*?  # (.*)$", inspect.getsource(Config), flags=re.M))
     for field in dataclasses.fields(Config):
@@ -262,6 +260,15 @@ def amp_dtype(config, device):
     if device.type == "cuda":  # bf16 tensor cores from Ampere (8.0) on; older GPUs only emulate it, slowly
         return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
     return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+
+
+def keep_freed_cpu_memory(device):
+    """glibc gives freed blocks over 128 KB back to the OS, so each CPU step page-faults its activations in
+    afresh: keeping up to 128 MB (blocks under 16 MB from the heap) makes a width-128 step ~11% faster."""
+    if device.type == "cpu" and sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, say): nothing to set
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-3, 16 << 20), libc.mallopt(-1, 128 << 20)  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
 
 
 def seed_everything(seed, deterministic):
@@ -577,9 +584,7 @@ class NonFiniteLoss(Exception):
 
 class _StopRequest:
     """Turns SIGINT/SIGTERM into a flag checked after each step; a second Ctrl-C stops at once."""
-
-    def __init__(self):
-        self.signum = None
+    signum = None
 
     def __enter__(self):
         self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -771,11 +776,8 @@ def write_epoch_outputs(sampler, discriminator, fixed, epoch, config, class_name
 
 
 def train_gan(generator, discriminator, dataloader, config):
-    """Train in place; writes checkpoints, weights, samples and metrics into config.out_dir.
-
-    dataloader is an InMemoryLoader. With config.resume, continues from out_dir/checkpoint.pt.
-    Returns a dict with the run's numbers (also written to run_info.json).
-    """
+    """Train in place on an InMemoryLoader, writing checkpoints, weights, samples and metrics into config.out_dir
+    (continuing from its checkpoint.pt with config.resume); returns the run's numbers (as in run_info.json)."""
     out_dir, device = Path(config.out_dir), dataloader.device
     dtype = amp_dtype(config, device)
     autocast = lambda: torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
@@ -835,9 +837,7 @@ def train_gan(generator, discriminator, dataloader, config):
                 lr = opt_g.param_groups[0]["lr"]
                 parts["sched_g"].step()
                 parts["sched_d"].step()
-                state["step"] += 1
-                state["batch"] = index + 1
-                state["images_seen"] += real.size(0)
+                state.update(step=state["step"] + 1, batch=index + 1, images_seen=state["images_seen"] + real.size(0))
                 pending.append((state["step"], epoch + 1, [d_loss, last_g_loss, w_dist, gp, skipped, g_skipped], lr,
                                 time.perf_counter() - started))
                 bar.update(1)
@@ -877,12 +877,11 @@ def train_gan(generator, discriminator, dataloader, config):
 
 def write_run_info(config, generator, discriminator, dataloader, state, device):
     """What compare.py needs to put this run beside the others."""
-    images_seen = state["images_seen"]
-    info = {"variant": VARIANT, "script": Path(__file__).stem,
-            "generator_params": count_parameters(generator), "critic_params": count_parameters(discriminator),
-            "epochs_done": state["epoch"], "epochs": config.epochs, "generator_steps": state["g_steps"],
-            "critic_steps": state["step"], "images_seen": images_seen, "wall_time_s": round(state["elapsed"], 2),
-            "images_per_s": round(images_seen / max(state["elapsed"], 1e-9), 2), "device": str(device),
+    info = {"variant": VARIANT, "script": Path(__file__).stem, "generator_params": count_parameters(generator),
+            "critic_params": count_parameters(discriminator), "epochs_done": state["epoch"], "epochs": config.epochs,
+            "generator_steps": state["g_steps"], "critic_steps": state["step"], "images_seen": state["images_seen"],
+            "wall_time_s": round(state["elapsed"], 2), "device": str(device),
+            "images_per_s": round(state["images_seen"] / max(state["elapsed"], 1e-9), 2),
             "img_size": config.img_size, "z_dim": config.z_dim, "batch_size": config.batch_size,
             "cache_path": getattr(dataloader, "cache_path", ""),
             "finished": state["epoch"] >= config.epochs or 0 < 60 * config.minutes <= state["elapsed"]}
@@ -1121,6 +1120,7 @@ def run_training(config, given):
     discriminator = Discriminator(config, num_classes, images.size(1)).apply(weights_init)
     generator, discriminator = (m.to(device, memory_format=memory_format) for m in (generator, discriminator))
     dtype = amp_dtype(config, device)
+    keep_freed_cpu_memory(device)
     print(f"{VARIANT} | device {device} | amp {dtype or 'off (fp32)'} | {len(images):,} images from {cache_path}\n"
           f"generator {count_parameters(generator):,} parameters | critic {count_parameters(discriminator):,} "
           f"parameters | {len(loader)} critic steps per epoch | outputs in {out_dir}\n"

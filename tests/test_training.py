@@ -5,6 +5,8 @@ import json
 import math
 import pickle
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import torch
 from PIL import Image
 
 import analysis
-from conftest import SCRIPTS, run_cli, tiny_args
+from conftest import ROOT, SCRIPTS, run_cli, subprocess_env, tiny_args
 
 MODULES = {name: importlib.import_module(name) for name in SCRIPTS}
 OUTPUTS = ["config.json", "metrics.csv", "run_info.json", "checkpoint.pt", "generator.pkl", "discriminator.pkl",
@@ -343,6 +345,32 @@ def test_mixed_precision_choice(monkeypatch):
         # a T4 (7.5) only emulates bf16 (torch.cuda.is_bf16_supported() still says True): fp16 + a scaler there
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device, c=capability: c)
         assert module.amp_dtype(module.Config(amp="auto"), gpu) is expected
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a setting of glibc's allocator")
+def test_freed_cpu_memory_is_kept_so_steps_stop_page_faulting():
+    # 16 MB of 1 MB tensors made and freed, as a step's activations are. From glibc's fixed defaults (its
+    # dynamic thresholds vary run to run), the memory goes back to the OS and each round page-faults it in
+    # again; after the setting it is reused.
+    code = """if True:
+        import ctypes, resource, sys, torch, gan_complete
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 << 10), libc.mallopt(-1, 128 << 10)  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+        gan_complete.keep_freed_cpu_memory(torch.device(sys.argv[1]))
+        def faults():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            for _ in range(20):
+                activations = [torch.ones(1 << 18) for _ in range(16)]
+                del activations
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        faults()
+        print(faults())
+    """
+    faults = {device: int(subprocess.run([sys.executable, "-c", code, device], cwd=ROOT, env=subprocess_env(),
+                                         capture_output=True, text=True, check=True, timeout=120).stdout)
+              for device in ("cuda", "cpu")}  # on a GPU run the host allocator is left alone
+    assert faults["cuda"] > 20 * 16 * 2 ** 20 // 4096 // 2  # about every page, each round
+    assert faults["cpu"] < faults["cuda"] / 20
 
 
 def test_a_128_pixel_run_writes_128_pixel_images(cache_dir, tmp_path):
