@@ -2,6 +2,7 @@
 
     python benchmarks/bench_preprocess.py ../shared/data/flowers102-fullres-sample
     python benchmarks/bench_preprocess.py ../shared/data/flowers102-fullres-sample --repeats 3 --extrapolate-to 8189
+    python benchmarks/bench_preprocess.py ../shared/data/flowers102-fullres-sample --copies 8   # 8,160 full-size files
     git show OLD:preprocess.py > /tmp/old_preprocess.py   # then, to time that version the same way:
     python benchmarks/bench_preprocess.py ../shared/data/flowers102-fullres-sample --script /tmp/old_preprocess.py
 
@@ -13,12 +14,15 @@ after. The machine may be shared: a load average above ~0.5 before a run means s
 computing, so the wall time is inflated; the script says so, and the run should be repeated.
 
 Time the full-size files: decoding a 500 px JPEG costs many times what a downsized copy's does. It
-extrapolates only when asked (--extrapolate-to N), and labels that line as an extrapolation.
+extrapolates only when asked (--extrapolate-to N), and labels that line as an extrapolation. With only a
+sample of the full-size files at hand, --copies N times a folder of N copies of each (coursework layout,
+new names): as many full-size decodes as the whole set, measured rather than extrapolated.
 """
 import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -50,6 +54,26 @@ def timed(command):
     return wall, children_cpu_seconds() - cpu
 
 
+def copied_set(data_dir, copies, into):
+    """data_dir's coursework layout with each photo `copies` times under new names, in the folder into."""
+    try:
+        classes = json.loads((data_dir / "category_to_images.json").read_text())
+    except (OSError, ValueError) as error:
+        sys.exit(f"error: --copies needs the coursework layout (jpg/ + category_to_images.json) in {data_dir} "
+                 f"({error})")
+    (into / "jpg").mkdir()
+    copied = {name: [f"copy{copy}_{file}" for copy in range(copies) for file in files]
+              for name, files in classes.items()}
+    for new in (new for files in copied.values() for new in files):
+        original = data_dir / "jpg" / new.split("_", 1)[1]
+        try:  # a hard link where both folders are on one file system: the same bytes, no copying
+            os.link(original, into / "jpg" / new)
+        except OSError:
+            shutil.copyfile(original, into / "jpg" / new)
+    (into / "category_to_images.json").write_text(json.dumps(copied))
+    return into
+
+
 def cold_build(args):
     with tempfile.TemporaryDirectory(prefix="bench_preprocess_") as cache_dir:
         command = [sys.executable, str(args.script), "--data-dir", str(args.data_dir), "--cache-dir",
@@ -72,14 +96,27 @@ def main():
     parser.add_argument("--script", type=Path, default=ROOT / "preprocess.py",
                         help="the preprocess.py to time (default: this checkout's)")
     parser.add_argument("--repeats", type=int, default=1, help="cold builds to time (default: %(default)s)")
+    parser.add_argument("--copies", type=int, default=1, metavar="N",
+                        help="time a folder holding each photo of data_dir N times (coursework layout)")
     parser.add_argument("--extrapolate-to", type=int, default=None, metavar="N",
                         help="also print an estimate for N source images (labelled as extrapolated)")
     args = parser.parse_args()
     if not args.data_dir.is_dir():
         sys.exit(f"error: {args.data_dir} is not a folder")
+    args.source_dir = args.data_dir
+    if args.copies > 1:
+        with tempfile.TemporaryDirectory(prefix="bench_preprocess_copies_") as folder:
+            args.data_dir = copied_set(args.data_dir, args.copies, Path(folder))
+            return measure(args)
+    return measure(args)
 
+
+def measure(args):
+    """Time args.repeats cold builds of args.data_dir and print the table."""
     print(f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} usable cores; python {sys.version.split()[0]}")
-    print(f"data: {args.data_dir.resolve()}, --size {args.size} --rotations {args.rotations}; script: {args.script}")
+    copies = f"{args.copies} copies of each photo in " if args.copies > 1 else ""
+    print(f"data: {copies}{args.source_dir.resolve()}, --size {args.size} --rotations {args.rotations}; "
+          f"script: {args.script}")
     script = args.script.resolve()
     import_wall, import_cpu = timed([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(script.parent)!r}); "
                                      f"import {script.stem}"])
@@ -105,4 +142,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
