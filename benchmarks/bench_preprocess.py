@@ -103,6 +103,8 @@ def main():
     args = parser.parse_args()
     if not args.data_dir.is_dir():
         sys.exit(f"error: {args.data_dir} is not a folder")
+    if args.copies < 1:
+        sys.exit(f"error: --copies must be at least 1, got {args.copies}")
     args.source_dir = args.data_dir
     if args.copies > 1:
         with tempfile.TemporaryDirectory(prefix="bench_preprocess_copies_") as folder:
