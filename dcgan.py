@@ -492,6 +492,22 @@ class Discriminator(nn.Module):
         return (score, features.flatten(1)) if with_features else score
 
 
+def translate(x, max_rows, max_columns):
+    """Each image shifted by whole pixels, up to max_rows down or up and max_columns right or left,
+    zeros shifted in. Integer indexing into a zero-padded copy, as the DiffAugment authors' code does:
+    exact in every dtype (a bf16 sampling grid cannot even address every pixel of a 256 px image)."""
+    n, _, height, width = x.shape
+    shifts = torch.stack([torch.randint(-max_rows, max_rows + 1, (n,), device=x.device),
+                          torch.randint(-max_columns, max_columns + 1, (n,), device=x.device)], 1)
+    padded = F.pad(x, [max_columns, max_columns, max_rows, max_rows])
+    # output pixel (r, c) of image i is input pixel (r - dy_i, c - dx_i), found at an offset in the padding
+    rows = torch.arange(height, device=x.device) + max_rows - shifts[:, 0, None]
+    columns = torch.arange(width, device=x.device) + max_columns - shifts[:, 1, None]
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    # advanced indices on dims 0, 2, 3 around a slice: the result is [n, height, width, channels]
+    return padded[batch, :, rows[:, :, None], columns[:, None, :]].permute(0, 3, 1, 2)
+
+
 def diff_augment(x, policy):
     """DiffAugment (Zhao et al. 2020): random colour, translation (1/8 of the side) and cutout (a square
     of half the side), drawn per image and differentiable, given to real and generated images alike
@@ -502,11 +518,8 @@ def diff_augment(x, policy):
         x = x + uniform() - 0.5
         x = (x - x.mean(1, keepdim=True)) * 2 * uniform() + x.mean(1, keepdim=True)
         x = (x - x.mean((1, 2, 3), keepdim=True)) * (uniform() + 0.5) + x.mean((1, 2, 3), keepdim=True)
-    if "translation" in policy:  # whole pixels, zeros shifted in
-        shift = (torch.randint(-(width // 8), width // 8 + 1, (n, 2), device=x.device) * 2 / width).to(x.dtype)
-        theta = torch.cat([torch.eye(2, device=x.device, dtype=x.dtype).expand(n, 2, 2), shift[:, :, None]], 2)
-        x = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), mode="nearest",
-                          padding_mode="zeros", align_corners=False)
+    if "translation" in policy:
+        x = translate(x, height // 8, width // 8)
     if "cutout" in policy:
         centre = torch.rand(n, 2, 1, 1, device=x.device)
         rows = (torch.arange(height, device=x.device) + 0.5) / height
@@ -565,7 +578,9 @@ def critic_step(generator, discriminator, real, labels, opt_d, scaler, config, a
     z = torch.randn(real.size(0), config.z_dim, device=real.device)
     with torch.no_grad(), autocast():
         fake = generator(z, labels)  # the real batch's classes (ignored by unconditional models)
-    real, fake = diff_augment(real, config.diffaugment), diff_augment(fake, config.diffaugment)
+    # the generated batch in fp32, as the real one is, so that both are augmented the same way
+    real = diff_augment(real, config.diffaugment)
+    fake = diff_augment(fake.float(), config.diffaugment)
     with autocast():
         real_logits = discriminator(real, labels).float()
         fake_logits = discriminator(fake, labels).float()

@@ -41,6 +41,33 @@ def test_translation_moves_whole_pixels_and_shifts_in_zeros():
             assert (shifted[:, :dy] == 0).all()
 
 
+def shift_of(original, shifted, most):
+    """The (dy, dx) whole-pixel shift, zeros shifted in, that turns original into shifted; None if none."""
+    size = original.shape[-1]
+    for dy in range(-most, most + 1):
+        for dx in range(-most, most + 1):
+            expected = torch.zeros_like(original)
+            expected[:, max(dy, 0):size + min(dy, 0), max(dx, 0):size + min(dx, 0)] = \
+                original[:, max(-dy, 0):size + min(-dy, 0), max(-dx, 0):size + min(-dx, 0)]
+            if torch.equal(expected, shifted):
+                return dy, dx
+    return None
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("size", [128, 256])
+def test_translation_is_exact_in_half_precision_and_under_autocast(dtype, size):
+    # A bf16 sampling grid cannot address every pixel of a 128 or 256 px image: a grid_sample
+    # translation moved pixels to their neighbours (or read out of bounds) there.
+    x = images(n=4, size=size).to(dtype)
+    torch.manual_seed(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        moved = gan_complete.diff_augment(x, "translation")
+    assert moved.dtype == dtype
+    for original, shifted in zip(x, moved):
+        assert shift_of(original, shifted, size // 8) is not None
+
+
 def test_augmentations_are_differentiable():
     x = images().requires_grad_(True)
     gan_complete.diff_augment(x, "color,translation,cutout").sum().backward()
@@ -67,6 +94,24 @@ class ConstantGenerator(torch.nn.Module):
 
     def forward(self, z, labels=None):
         return torch.full((len(z), 3, 32, 32), 0.5) + self.weight
+
+
+class HalfPrecisionGenerator(ConstantGenerator):
+    def forward(self, z, labels=None):  # what a generator's last layer gives under bf16 autocast
+        return super().forward(z, labels).to(torch.bfloat16)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_augments_the_generated_batch_in_fp32_like_the_real_one(name):
+    module = MODULES[name]
+    config = module.Config(img_size=32, z_dim=4, diffaugment="translation")
+    critic, generator = RecordingCritic(), HalfPrecisionGenerator()
+    opt_d = torch.optim.SGD(critic.parameters(), lr=0.0)
+    module.critic_step(generator, critic, images(), torch.zeros(6, dtype=torch.long), opt_d,
+                       torch.amp.GradScaler("cpu", enabled=False), config,
+                       lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    seen_real, seen_fake = critic.seen[:2]
+    assert seen_real.dtype == seen_fake.dtype == torch.float32
 
 
 def test_the_critic_sees_augmented_reals_and_fakes_and_is_penalised_between_them():
