@@ -165,6 +165,15 @@ def config_from_dict(values):
     return Config(**kept)
 
 
+# Actions of one command, not settings of a run: saved, a later --resume would inherit --overwrite.
+ACTIONS = ("resume", "overwrite")
+
+
+def run_settings(config):
+    """The Config as config.json and the checkpoint record it: every field but the ACTIONS."""
+    return {name: value for name, value in asdict(config).items() if name not in ACTIONS}
+
+
 def read_config(path):
     """The Config a run was trained with, from its config.json."""
     try:
@@ -724,7 +733,7 @@ def save_checkpoint(path, parts, state, rows, config, device):
     """Everything a resume needs: the parts' state_dicts, the counters, the metrics, every RNG."""
     checkpoint = {name: None if part is None else part.state_dict() for name, part in parts.items()}
     metrics = torch.tensor(rows, dtype=torch.float64).reshape(-1, len(METRIC_COLUMNS))
-    checkpoint.update(state=dict(state), metrics=metrics, rng=rng_states(device), config=asdict(config))
+    checkpoint.update(state=dict(state), metrics=metrics, rng=rng_states(device), config=run_settings(config))
     preprocess.write_atomically(path, lambda f: torch.save(checkpoint, f))
 
 
@@ -844,7 +853,7 @@ def train_gan(generator, discriminator, dataloader, config):
     last_g_loss = torch.tensor(rows[-1][3] if rows else float("nan"), device=device)  # logged every critic step
     g_skipped = torch.zeros((), device=device)
     data = {"channels": dataloader.images.size(1), "class_names": dataloader.class_names}
-    write_json(out_dir / "config.json", {"variant": VARIANT, "script": Path(__file__).stem, "config": asdict(config),
+    write_json(out_dir / "config.json", {"variant": VARIANT, "script": Path(__file__).stem, "config": run_settings(config),
                                          "data": data, "torch": torch.__version__, "device": str(device)})
     # rewritten from the checkpoint's rows: drops the steps a stopped run made after it
     preprocess.write_atomically(out_dir / "metrics.csv", lambda f: f.write(csv_text([METRIC_COLUMNS] + rows)))

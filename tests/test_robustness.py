@@ -1,4 +1,5 @@
 """Nothing a user does or suffers costs them their run: resume, signals, NaN guard, safe loading."""
+import json
 import signal
 import subprocess
 import sys
@@ -233,6 +234,16 @@ def test_resume_refuses_changes_that_would_make_another_run(cache_dir, tmp_path,
     assert "holds a gan_complete.py run" in capsys.readouterr().err
 
 
+def test_a_run_started_with_overwrite_resumes_with_resume_alone(cache_dir, tmp_path):
+    # --resume and --overwrite are what one command does, not settings the run keeps
+    assert dcgan.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 0
+    assert dcgan.main(tiny_args(cache_dir, tmp_path, "--epochs", "1", "--overwrite")) == 0
+    saved = json.loads((tmp_path / "config.json").read_text())["config"]
+    assert "overwrite" not in saved and "resume" not in saved
+    assert dcgan.main(["--out-dir", str(tmp_path), "--resume", "--epochs", "2"]) == 0
+    assert json.loads((tmp_path / "run_info.json").read_text())["epochs_done"] == 2
+
+
 def test_overwrite_leaves_nothing_of_the_old_run(cache_dir, tmp_path):
     assert dcgan.main(tiny_args(cache_dir, tmp_path, "--epochs", "2", "--snapshot-every", "1")) == 0
     assert (tmp_path / "snapshots" / "generator_epoch_002.pkl").exists()
@@ -242,7 +253,7 @@ def test_overwrite_leaves_nothing_of_the_old_run(cache_dir, tmp_path):
     assert not (tmp_path / "samples_epoch_002.png").exists()
     assert not list((tmp_path / "snapshots").iterdir()), "a 32 px snapshot would break compare's SWD curve"
     assert dcgan.read_config(tmp_path / "config.json").img_size == 64
-    assert __import__("json").loads((tmp_path / "run_info.json").read_text())["img_size"] == 64
+    assert json.loads((tmp_path / "run_info.json").read_text())["img_size"] == 64
 
 
 def test_resume_refuses_other_data_and_fewer_epochs_and_keeps_the_config(cache_dir, tmp_path, capsys):
