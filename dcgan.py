@@ -99,7 +99,7 @@ class Config:
     diffaugment: str = ""  # DiffAugment of every critic input: any of color,translation,cutout; "" = off
     seed: int = 42  # seeds python, numpy and torch: the same seed gives the same weights on CPU
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    amp: str = "auto"  # mixed precision: auto (bf16 where fast, fp16 on older GPUs, else fp32) | bf16 | fp16 | off
+    amp: str = "auto"  # mixed precision: auto (bf16 where fast, fp16 on V100/T4/Turing, else fp32) | bf16 | fp16 | off
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and tensor cores
     compile: bool = False  # torch.compile the generator (minutes of start-up, faster steps on GPU)
     deterministic: bool = False  # deterministic GPU kernels (slower); CPU runs are always reproducible
@@ -269,8 +269,13 @@ def amp_dtype(config, device):
     underflows small gradients, so it comes with a GradScaler (train_gan, scaled_step)."""
     if config.amp != "auto":
         return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[config.amp]
-    if device.type == "cuda":  # bf16 tensor cores from Ampere (8.0) on; older GPUs only emulate it, slowly
-        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+    if device.type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+        if capability >= (8, 0):  # bf16 tensor cores from Ampere on; older GPUs only emulate bf16, slowly
+            return torch.bfloat16
+        if capability >= (7, 0):  # fp16 tensor cores: V100, T4, Turing
+            return torch.float16
+        return None  # Pascal and older have no tensor cores and run fp16 no faster (consumer Pascal 1/64)
     return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
 
 

@@ -52,9 +52,10 @@ def test_an_overflow_is_skipped_and_lowers_the_scale_and_training_goes_on():
     assert not all(torch.equal(a, b) for a, b in zip(before, critic.parameters()))
 
 
-def test_auto_chooses_fp16_with_a_scaler_only_on_gpus_without_fast_bf16(monkeypatch):
+def test_auto_chooses_fp16_only_on_gpus_with_fp16_tensor_cores_and_no_fast_bf16(monkeypatch):
     config = gan_complete.Config(amp="auto")
-    for capability, expected in (((7, 0), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16)):
+    for capability, expected in (((6, 1), None), ((7, 0), torch.float16), ((7, 5), torch.float16),
+                                 ((8, 0), torch.bfloat16)):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device, c=capability: c)
         assert gan_complete.amp_dtype(config, torch.device("cuda")) is expected
     assert gan_complete.amp_dtype(gan_complete.Config(amp="fp16"), CPU) is torch.float16
