@@ -30,6 +30,11 @@ TRAVERSAL_DIMS = 6  # rows of latent_traversal.png per z: the latent dimensions 
 TRAVERSAL_STEPS = 7  # images along a traversal row (and the grid's side), from -3 to +3 sigma
 
 
+# metrics.csv: the update each logged value comes from, and the column that marks it skipped by the
+# fp16 loss scaler (the scripts leave such a value blank when it is not finite)
+SKIPPED_BY = {"d_loss": "d_skipped", "w_dist": "d_skipped", "gp": "d_skipped", "g_loss": "g_skipped"}
+
+
 def smooth(values, window):
     if len(values) < window or window < 2:
         return np.arange(len(values)), values
@@ -37,22 +42,29 @@ def smooth(values, window):
 
 
 def plot_losses(metrics, path, variant, critic_view):
-    """training_losses.png: the losses against the step (raw, faint) and a moving average;
-    metrics: the rows of metrics.csv."""
+    """training_losses.png: the losses against the step (raw, faint) and a moving average.
+    metrics: {column of metrics.csv: its values}. The steps whose update the fp16 loss scaler skipped
+    are left out of the curves of that update's values, and counted in the title."""
     from matplotlib.figure import Figure  # the OO API: no pyplot, no display, never blocks
 
-    if not len(metrics):
+    steps = metrics["step"]
+    if not len(steps):
         return
     fig = Figure(figsize=(13, 4.5), layout="constrained")
     left, right = fig.subplots(1, 2)
-    window = max(1, len(metrics) // 100)
-    for ax, columns in ((left, [(2, "D loss"), (3, "G loss")]), (right, [(4, "w_dist"), (5, "gp")])):
+    panels = ((left, [("d_loss", "D loss"), ("g_loss", "G loss")]),
+              (right, [("w_dist", "w_dist"), ("gp", "gp")]))
+    for ax, columns in panels:
+        shown = []
         for column, label in columns:
-            line, = ax.plot(metrics[:, 0], metrics[:, column], alpha=0.25, linewidth=0.7)
-            x, y = smooth(metrics[:, column], window)
-            ax.plot(metrics[x, 0], y, color=line.get_color(),
+            kept = metrics[SKIPPED_BY[column]] == 0
+            line, = ax.plot(steps[kept], metrics[column][kept], alpha=0.25, linewidth=0.7)
+            window = max(1, kept.sum() // 100)
+            x, y = smooth(metrics[column][kept], window)
+            ax.plot(steps[kept][x], y, color=line.get_color(),
                     label=f"{label} (moving mean of {window})" if window > 1 else label)
-        values = metrics[:, [column for column, _ in columns]]
+            shown.append(metrics[column][kept])
+        values = np.concatenate(shown)
         values = values[np.isfinite(values)]
         if len(values):  # the first steps' spikes would squash the rest of the curve
             low, high = np.percentile(values, [0.5, 99.5])
@@ -60,7 +72,9 @@ def plot_losses(metrics, path, variant, critic_view):
         ax.set_xlabel("critic step")
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.legend()
-    left.set_title(f"{variant}: losses")
+    skipped = int(metrics["d_skipped"].sum())
+    note = f" ({skipped} critic steps skipped by the fp16 loss scaler, not drawn)" if skipped else ""
+    left.set_title(f"{variant}: losses{note}")
     right.set_title(critic_view)
     write_atomically(Path(path), lambda f: fig.savefig(f, format="png", dpi=110))
 

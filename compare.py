@@ -148,7 +148,9 @@ def read_csv_columns(path, columns):
     rows = list(reader)
     torn = bool(rows) and not text.endswith("\n")
     try:
-        rows = [[float(row[name]) for name in columns] for row in (rows[:-1] if torn else rows)]
+        # a blank cell is a value the fp16 loss scaler's skipped update left undefined
+        rows = [[float(row[name]) if row[name] != "" else math.nan for name in columns]
+                for row in (rows[:-1] if torn else rows)]
     except (TypeError, ValueError) as error:  # a short row gives None, a word gives ValueError
         raise RunError(f"{path} holds something that is not a number ({error})") from None
     return dict(zip(columns, np.array(rows, dtype=float).reshape(-1, len(columns)).T)), torn

@@ -1,5 +1,6 @@
 """--amp fp16: fp16 autocast with a GradScaler, the gradient penalty included (tested on the CPU)."""
 import importlib
+import math
 
 import pytest
 import torch
@@ -75,6 +76,34 @@ def test_fp16_trains_every_script_and_shows_skipped_steps_in_metrics(name, cache
     assert skipped[0] == 1 and skipped[-1] == 0  # skipped at the start, then trained
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert 0 < checkpoint["scaler_d"]["scale"] < 2.0 ** 20  # lowered, and kept for a resume
+
+
+def test_fp16_starts_at_a_scale_that_fits_the_penalty_and_logs_skipped_steps_as_blanks(cache_dir, tmp_path):
+    # torch's default first scale (65,536) skipped the first ~13 critic steps of this run
+    args = tiny_args(cache_dir, tmp_path, "--amp", "fp16", "--log-every", "1", "--synthetic-images", "96")
+    assert gan_complete.main(args) == 0
+    metrics = gan_complete.read_metrics(tmp_path)
+    columns = gan_complete.METRIC_COLUMNS
+    skipped = metrics[:, columns.index("d_skipped")]
+    assert len(skipped) > 30 and skipped.sum() <= 2
+    text = (tmp_path / "metrics.csv").read_text()
+    assert "nan" not in text and "inf" not in text  # a skipped update's undefined loss is a blank cell
+    for row in metrics[skipped == 1]:
+        assert row[columns.index("step")] > 0
+
+
+def test_a_skipped_update_is_a_blank_in_metrics_csv_and_left_out_of_the_plot(tmp_path):
+    columns = gan_complete.METRIC_COLUMNS
+    row = dict(step=1, epoch=1, d_loss=math.nan, g_loss=0.5, w_dist=math.inf, gp=math.nan, lr=1e-4, time=0.1,
+               d_skipped=1.0, g_skipped=0.0)
+    diverged = {**row, "step": 2, "d_skipped": 0.0}  # not skipped: a NaN there is a NaN
+    text = gan_complete.csv_text([[r[c] for c in columns] for r in (row, diverged)]).decode()
+    assert text.splitlines() == ["1,1,,0.5,,,0.0001,0.1,1.0,0.0", "2,1,nan,0.5,inf,nan,0.0001,0.1,0.0,0.0"]
+    (tmp_path / "metrics.csv").write_text(",".join(columns) + "\n" + text)
+    read = gan_complete.read_metrics(tmp_path)
+    assert math.isnan(read[0, columns.index("d_loss")]) and read[0, columns.index("g_loss")] == 0.5
+    gan_complete.plot_losses(tmp_path)
+    assert (tmp_path / "training_losses.png").stat().st_size > 0
 
 
 def test_a_resumed_fp16_run_continues_its_scale_and_ends_equal(cache_dir, tmp_path):
