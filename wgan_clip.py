@@ -839,6 +839,10 @@ def train_gan(generator, discriminator, dataloader, config):
              "elapsed": 0.0, "images": len(dataloader.images), "data": pixels}
     checkpoint_path = out_dir / "checkpoint.pt"
     rows = restore_checkpoint(checkpoint_path, parts, state, config, device) if config.resume else []
+    if out_of_time(config, state["elapsed"]):
+        raise ConfigError(f"--minutes {config.minutes:g}: the run has trained {state['elapsed'] / 60:.2f} "
+                          f"minutes already; to go on, pass a larger --minutes, or --minutes 0 to train to "
+                          f"the end of its --epochs ({config.epochs})")
     # samples_epoch_XXX.png: the same 64 z's every epoch, and 8 classes spread over all, one a row
     fixed = (torch.randn(64, config.z_dim, generator=torch.Generator().manual_seed(config.seed)).to(device),
              torch.linspace(0, max(generator.num_classes - 1, 0), 8).round().long().repeat_interleave(8).to(device))
@@ -860,10 +864,13 @@ def train_gan(generator, discriminator, dataloader, config):
     generator.train()
     discriminator.train()
     started = time.perf_counter() - state["elapsed"]
+    pace_start, pace_step = time.perf_counter(), state["step"] + config.log_every
     with _StopRequest() as stop, warnings.catch_warnings(), writer or contextlib.nullcontext():
         # a step the fp16 scaler skips looks to the LR scheduler like a missed optimizer.step(): expected
         warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
         for epoch in range(state["epoch"], config.epochs):
+            if out_of_time(config, state["elapsed"]):  # spent while the last epoch's outputs were written
+                break
             epoch_start, first_batch = time.perf_counter(), state["batch"]
             bar = tqdm(total=len(dataloader), initial=first_batch, desc=f"epoch {epoch + 1}/{config.epochs}",
                        leave=False, disable=not config.progress, dynamic_ncols=True)
@@ -891,6 +898,8 @@ def train_gan(generator, discriminator, dataloader, config):
                     tqdm.write(f"{signal.Signals(stop.signum).name}: saving a checkpoint at step {state['step']} ...")
                 if state["step"] % config.log_every == 0 or at_checkpoint or stop.signum:
                     flush_metrics(pending, rows, out_dir, bar, writer)
+                if state["step"] == pace_step:
+                    report_pace(config, state, total_steps, pace_start, started, dataloader.device)
                 if at_checkpoint or stop.signum:
                     state["elapsed"] = time.perf_counter() - started
                     check_finite([generator, discriminator], state["step"])
@@ -898,26 +907,54 @@ def train_gan(generator, discriminator, dataloader, config):
                 if stop.signum:
                     bar.close()
                     raise TrainingInterrupted(stop.signum)
-                if config.minutes and time.perf_counter() - started >= 60 * config.minutes:
-                    break  # the time budget is spent: this (partial) epoch's outputs, then the final ones
+                if out_of_time(config, time.perf_counter() - started):
+                    break  # no further step: this (partial) epoch's outputs, then the final ones
             flush_metrics(pending, rows, out_dir, bar, writer)
             bar.close()
-            batches, out_of_time = state["batch"] - first_batch, state["batch"] < len(dataloader)
-            if not out_of_time:  # a partial epoch stays unfinished in the checkpoint: a resume completes it
+            batches = state["batch"] - first_batch
+            if state["batch"] == len(dataloader):  # a partial epoch stays unfinished: a resume completes it
                 state.update(epoch=epoch + 1, batch=0)
-            state["elapsed"] = time.perf_counter() - started
             check_finite([generator, discriminator], state["step"])  # before anything is written
             write_epoch_outputs(sampler, discriminator, fixed, epoch + 1, config, dataloader.class_names, writer)
+            state["elapsed"] = time.perf_counter() - started  # the outputs' time counts against --minutes
             write_run_info(config, generator, discriminator, dataloader, state, device)
             save()  # last: the epoch counts as done only once all its files are whole
             seconds, images = time.perf_counter() - epoch_start, batches * dataloader.batch_size
             d_loss, g_loss, w_dist, gp = rows[-1][2:6]
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}  D {d_loss:.4f}  G {g_loss:.4f}  W {w_dist:.4f}  "
                        f"GP {gp:.4f}  {seconds:.1f}s  {images / seconds:.0f} img/s")
-            if out_of_time:
-                tqdm.write(f"--minutes {config.minutes:g} spent at step {state['step']}, in epoch {epoch + 1}")
-                break
+        if state["epoch"] < config.epochs:
+            tqdm.write(f"--minutes {config.minutes:g} spent at step {state['step']}, in epoch "
+                       f"{state['epoch'] + 1}. To train on: {resume_command(out_dir)} --minutes M "
+                       f"(M > {config.minutes:g}, the budget in all), or --minutes 0 to train to the end of "
+                       f"its --epochs ({config.epochs})")
     return write_run_info(config, generator, discriminator, dataloader, state, device)
+
+
+def report_pace(config, state, total_steps, pace_start, started, device):
+    """Once, after the first log_every steps of a session (timed from pace_start): how long the run
+    will take at this speed, and whether a --minutes budget (counted from started) ends it before its
+    learning rate has decayed."""
+    now = time.perf_counter()
+    per_step = (now - pace_start) / config.log_every
+    hours = (total_steps - state["step"]) * per_step / 3600
+    message = (f"pace: {per_step:.2f} s a step here, so the {config.epochs} epochs ({total_steps:,} "
+               f"steps) need about {hours:.1f} h more")
+    if device.type == "cpu" and hours > 0.5 and "cpu" in PRESETS and not config.minutes:
+        message += "; for a run of 10 minutes on a CPU, use --preset cpu"
+    if config.minutes:
+        last_step = min(total_steps, state["step"] + round((60 * config.minutes - (now - started)) / per_step))
+        message += f"; --minutes {config.minutes:g} stops it near step {last_step:,}"
+        if config.lr_schedule != "constant" and last_step < total_steps:
+            message += (f", {last_step / total_steps:.0%} of the way through its {config.lr_schedule} "
+                        "learning-rate decay (--lr-schedule constant suits a run stopped by time)")
+    tqdm.write(message)
+
+
+def out_of_time(config, elapsed):
+    """Whether elapsed seconds of training spend the --minutes budget (checked after every step and
+    before every epoch, so no step starts once it is spent)."""
+    return config.minutes > 0 and elapsed >= 60 * config.minutes
 
 
 def write_run_info(config, generator, discriminator, dataloader, state, device):
@@ -929,7 +966,7 @@ def write_run_info(config, generator, discriminator, dataloader, state, device):
             "images_per_s": round(state["images_seen"] / max(state["elapsed"], 1e-9), 2),
             "img_size": config.img_size, "z_dim": config.z_dim, "batch_size": config.batch_size,
             "cache_path": getattr(dataloader, "cache_path", ""),
-            "finished": state["epoch"] >= config.epochs or 0 < 60 * config.minutes <= state["elapsed"]}
+            "finished": state["epoch"] >= config.epochs or out_of_time(config, state["elapsed"])}
     write_json(Path(config.out_dir) / "run_info.json", info)
     return info
 
@@ -1135,6 +1172,10 @@ def resumed_config(out_dir, given):
     return config
 
 
+def resume_command(out_dir):
+    return f"python {Path(__file__).name} --out-dir {shlex.quote(str(out_dir))} --resume"
+
+
 def run_training(config, given):
     out_dir = Path(config.out_dir)
     if config.resume and (out_dir / "checkpoint.pt").exists():  # the run's settings; flags typed now (--epochs) win
@@ -1172,19 +1213,18 @@ def run_training(config, given):
           f"generator {count_parameters(generator):,} parameters | critic {count_parameters(discriminator):,} "
           f"parameters | {len(loader)} critic steps per epoch | outputs in {out_dir}\n"
           + " ".join(f"{k}={v}" for k, v in asdict(config).items()))
-    resume_command = f"python {Path(sys.argv[0]).name} --out-dir {shlex.quote(str(out_dir))} --resume"
     try:
         info = train_gan(generator, discriminator, loader, config)
     except TrainingInterrupted as stop:
         plot_losses(out_dir)
         print(f"stopped by {stop}: checkpoint saved in {out_dir / 'checkpoint.pt'}. Resume with:\n"
-              f"  {resume_command}", file=sys.stderr)
+              f"  {resume_command(out_dir)}", file=sys.stderr)
         return 128 + stop.signum
     except NonFiniteLoss as error:
         plot_losses(out_dir)
         state = load_checkpoint(out_dir / "checkpoint.pt")["state"] if (out_dir / "checkpoint.pt").exists() else None
         advice = (f"the last good checkpoint is {out_dir / 'checkpoint.pt'} (epoch {state['epoch']}, step "
-                  f"{state['step']}): lower the learning rate and resume with {resume_command} --lr-generator X "
+                  f"{state['step']}): lower the learning rate and resume with {resume_command(out_dir)} --lr-generator X "
                   "--lr-discriminator Y" if state else
                   "no checkpoint was written yet: lower the learning rate and start again with --overwrite")
         print(f"error: {error}; stopped without saving anything after it; {advice}", file=sys.stderr)

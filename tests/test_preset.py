@@ -40,16 +40,53 @@ def test_a_spent_budget_ends_the_run_mid_epoch_and_a_resume_finishes_it_as_if_ne
         assert all(torch.equal(whole[key], resumed[key]) for key in whole), name
 
 
-def test_the_budget_counts_the_training_time_of_every_session(cache_dir, tmp_path):
+def test_the_budget_counts_the_training_time_of_every_session(cache_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert gan_complete.main(tiny_args(cache_dir, out, "--epochs", "1")) == 0
-    first = json.loads((out / "run_info.json").read_text())
-    elapsed = first["wall_time_s"]
+    elapsed = json.loads((out / "run_info.json").read_text())["wall_time_s"]
     budget = f"{elapsed / 60 * 0.5:.9f}"  # half of what the run has trained already
+    before = (out / "generator.pkl").read_bytes()
+    capsys.readouterr()
     assert gan_complete.main(["--out-dir", str(out), "--resume", "--epochs", "3", "--minutes", budget,
-                              "--no-progress"]) == 0
-    info = json.loads((out / "run_info.json").read_text())
-    assert info["critic_steps"] == first["critic_steps"] + 1 and info["finished"]  # one step, then the budget stops it
+                              "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the run has trained" in err and "pass a larger --minutes, or --minutes 0" in err
+    assert err.count("\n") == 1 and (out / "generator.pkl").read_bytes() == before
+
+
+def test_a_budget_spent_on_an_epochs_last_step_starts_no_other_step(cache_dir, tmp_path, capsys):
+    # 16 images, batch 16: every step is an epoch's last
+    args = tiny_args(cache_dir, tmp_path, "--synthetic-images", "16", "--rotations", "0", "--epochs", "3",
+                     "--minutes", "1e-9")
+    assert gan_complete.main(args) == 0
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert (info["critic_steps"], info["epochs_done"], info["finished"]) == (1, 1, True)
+    out = capsys.readouterr().out
+    assert (f"--minutes 1e-09 spent at step 1, in epoch 2. To train on: python gan_complete.py --out-dir "
+            f"{tmp_path} --resume --minutes M") in out
+    assert "or --minutes 0 to train to the end of its --epochs (3)" in out
+    assert not (tmp_path / "samples_epoch_002.png").exists()
+
+
+def test_a_budget_that_stops_a_decaying_schedule_says_so_once_the_pace_is_known(cache_dir, tmp_path, capsys):
+    args = tiny_args(cache_dir, tmp_path, "--log-every", "2", "--minutes", "10", "--lr-schedule", "cosine")
+    assert gan_complete.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("pace: ") == 1 and "s a step here, so the 2 epochs (" in out
+    assert "--minutes 10 stops it near step" in out
+    assert "cosine learning-rate decay" not in out  # 10 minutes reach the end of this tiny run
+
+
+def test_the_pace_names_the_decay_that_a_budget_cuts_short(monkeypatch):
+    config = gan_complete.Config(epochs=60, minutes=10, lr_schedule="cosine", log_every=10)
+    messages = []
+    monkeypatch.setattr(gan_complete.tqdm, "write", messages.append)
+    now = gan_complete.time.perf_counter()
+    # 10 steps in 2 s: 0.2 s a step, so 10 minutes reach about step 3,000 of 46,020
+    gan_complete.report_pace(config, {"step": 10}, 46020, now - 2, now - 2, torch.device("cpu"))
+    assert messages[0].startswith("pace: 0.20 s a step here, so the 60 epochs (46,020 steps) need about 2.6 h")
+    assert "stops it near step 3,00" in messages[0]
+    assert "7% of the way through its cosine learning-rate decay (--lr-schedule constant" in messages[0]
 
 
 def test_a_preset_sets_its_fields_and_the_typed_flags_win():
