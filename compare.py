@@ -686,16 +686,26 @@ def quality_curve(run, final, measure, enabled):
         except RunError:
             unreadable.append(path.name)
             continue
-        points.append((epoch, *measure(generator, kid=False)[1:]))
+        points.append((epoch, *measure(generator, final=False)[1:]))
     points.append((run.info["epochs_done"], *final))
     return [(epoch, swd["avg"], quality and quality["fd"]) for epoch, swd, quality in points], unreadable
 
 
-def score_runs(runs, real, reference, num_images, seed, inception, structure, snapshots=True):
+def real_samples(cache, num_images, seed):
+    """(real, reference, the classes of real): two disjoint random samples of the cache's images."""
+    order = torch.randperm(len(cache.images), generator=torch.Generator().manual_seed(seed))
+    chosen, other = order[:num_images], order[num_images:2 * num_images]
+    return cache.images[chosen], cache.images[other], cache.labels[chosen].long()
+
+
+def score_runs(runs, real, reference, real_labels, num_images, seed, inception, structure,
+               snapshots=True):
     """Score every run on the same real images; also the real-vs-real SWD floor per size.
 
     With snapshots, each run's snapshots are scored too, on the same noise and real images.
-    Conditional runs draw the classes 0, 1, ..., C-1, 0, 1, ... (the same labels for every run).
+    A conditional run draws the classes of the real images it is compared with (real_labels), so
+    that SWD, FD and KID compare like with like (Flowers has 40 to 258 images per class); its class
+    match is measured on a second set, of classes 0, 1, ..., C-1, 0, 1, ..., each class as often.
 
     real and reference are disjoint real samples of num_images each: SWD between them is what a
     perfect generator would score at this sample size.
@@ -707,11 +717,16 @@ def score_runs(runs, real, reference, num_images, seed, inception, structure, sn
         if size not in floors:
             floors[size] = sliced_wasserstein(real_at_size, resize_uint8(reference, size), seed)
         z = torch.randn(num_images, run.config.z_dim, generator=torch.Generator().manual_seed(seed))
-        labels = torch.arange(num_images) % structure.num_classes if run.conditional else None
+        labels = real_labels if run.conditional else None
+        uniform = torch.arange(num_images) % max(len(run.class_names or []), 1)
 
-        def measure(generator, kid=True):
+        def measure(generator, final=True):
             samples = generate(generator, z, labels)
-            return samples, sliced_wasserstein(real_at_size, samples, seed), structure(samples, labels, kid)
+            quality = structure(samples, kid=final)
+            if final and run.conditional and quality is not None:
+                matched = structure(generate(generator, z, uniform), uniform, kid=False)
+                quality.update(top1=matched["top1"], top5=matched["top5"])
+            return samples, sliced_wasserstein(real_at_size, samples, seed), quality
 
         samples, swd, quality = measure(run.generator)
         curve, unreadable = quality_curve(run, (swd, quality), measure, snapshots)
@@ -1142,8 +1157,7 @@ def main(argv=None):
     except RunError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    order = torch.randperm(len(all_real), generator=torch.Generator().manual_seed(args.seed))
-    real, reference = all_real[order[:num_images]], all_real[order[num_images:2 * num_images]]
+    real, reference, real_labels = real_samples(real_cache, num_images, args.seed)
 
     caveats = budget_caveats(runs)
     caches = {str(run.info.get("cache_path")) for run in runs}
@@ -1155,8 +1169,8 @@ def main(argv=None):
                        "SWD is noisier and higher with fewer images")
     inception = InceptionMetrics(real, args.device, enabled=not args.no_fid)
     structure = StructureMeasure(real_cache, num_images, args.seed, args.device, enabled=not args.no_structure)
-    scores, floors = score_runs(runs, real, reference, num_images, args.seed, inception, structure,
-                                not args.no_snapshots)
+    scores, floors = score_runs(runs, real, reference, real_labels, num_images, args.seed, inception,
+                                structure, not args.no_snapshots)
 
     markdown = report(runs, scores, floors, caveats, num_images, len(all_real), structure)
     figure = make_figure(runs, scores, floors, None if structure.skipped else structure.floor["fd"],

@@ -36,10 +36,9 @@ def score(folder, reference_cache, num_images, seed=0):
     """compare.py's SWD (average over levels, x 10^3) and cache-CNN FD of the run's final generator."""
     run = compare.load_run(folder)
     cache = compare.load_real_cache(reference_cache)
-    order = torch.randperm(len(cache.images), generator=torch.Generator().manual_seed(seed))
-    real, reference = cache.images[order[:num_images]], cache.images[order[num_images:2 * num_images]]
+    real, reference, real_labels = compare.real_samples(cache, num_images, seed)
     structure = compare.StructureMeasure(cache, num_images, seed)
-    scores, floors = compare.score_runs([run], real, reference, num_images, seed,
+    scores, floors = compare.score_runs([run], real, reference, real_labels, num_images, seed,
                                         compare.InceptionMetrics(real, "cpu", enabled=False), structure, False)
     return {"swd": scores[0].swd["avg"], "fd": scores[0].structure["fd"], "kid": scores[0].structure["kid"],
             "swd_floor": floors[run.config.img_size]["avg"], "fd_floor": structure.floor["fd"]}

@@ -491,6 +491,25 @@ def test_a_conditional_run_on_other_classes_is_refused(classed_stand_ins, capsys
     assert "is conditional on classes ['x', 'y'] that are not the cache's" in capsys.readouterr().err
 
 
+def test_a_conditional_run_is_scored_on_the_datas_class_frequencies_and_matched_on_uniform_classes(
+        stand_ins, monkeypatch):
+    images, labels = classed_like(480, seed=6)
+    keep = (labels == 0) | (torch.arange(480) % 24 < 4)  # every image of class a, a sixth of the others
+    use_cache(monkeypatch, stand_ins / "cache", images[keep], labels[keep], CLASSES)  # 120 a, 20 b, c, d
+    run = compare.load_run(write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"conditional",
+                                     conditional=True))
+    cache = compare.load_real_cache(stand_ins / "cache")
+    real, reference, real_labels = compare.real_samples(cache, 64, seed=0)
+    structure = compare.StructureMeasure(cache, 64, seed=0)
+    [score], _ = compare.score_runs([run], real, reference, real_labels, 64, 0,
+                                    compare.InceptionMetrics(real, "cpu", enabled=False), structure, False)
+    # the stand-in draws the asked class: the centre's colour says which class SWD and FD were given
+    centre = score.samples[:, :, 16, 16].float()[:, :, None] / 255
+    drawn = (centre - PALETTE[:, :, 0, 0].T[None]).square().sum(1).argmin(1)
+    assert torch.equal(drawn, real_labels)  # as the real images it is compared with: 2/3 of class a
+    assert score.structure["top1"] > 0.9  # and the class match asked for each class as often
+
+
 def test_the_verdict_says_where_swd_and_fd_disagree_and_calls_no_run_best():
     runs = [types.SimpleNamespace(variant=name, folder=Path(name), config=StandInConfig(img_size=64))
             for name in ("epoch10", "epoch20")]
