@@ -28,6 +28,7 @@ import csv
 import ctypes
 import dataclasses
 import errno
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -57,15 +58,19 @@ from tqdm.auto import tqdm
 import analysis
 import preprocess
 
+
 VARIANT = "DCGAN"
 
 
-# ----------------------------------------------------------------------------- Config
+# ------------------------------------------------------------------------------------------ Config
 @dataclass
 class Config:
-    preset: str = ""  # a named recipe of PRESETS below (none yet: gan_complete.py --preset cpu has one)
-    # data (handed to preprocess.py, which caches cleaned images once for all three scripts)
-    data_dir: str = "."  # folder holding the flowers (jpg/ + category_to_images.json, or the official layout)
+    """Every setting of a run. Each field is a command-line flag (--lr-generator for lr_generator);
+    the comment after it is the flag's --help text."""
+
+    preset: str = ""  # a recipe of PRESETS below (none yet; gan_complete.py has cpu)
+    # data: handed to preprocess.py, which caches cleaned images once for all the scripts
+    data_dir: str = "."  # the flowers' folder (jpg/ + category_to_images.json, or the official one)
     source: str = "auto"  # auto | coursework | official | torchvision | folder | synthetic
     cache_dir: str = "cache"  # where preprocess.py keeps the cleaned images
     img_size: int = 64  # image side in pixels: 32, 64, 128 or 256
@@ -79,354 +84,56 @@ class Config:
     z_dim: int = 100  # length of the noise vector z
     g_channels: int = 1024  # generator width: channels of its first 4x4 feature map
     d_channels: int = 1024  # discriminator width: channels of its last 4x4 feature map
-    upsample: str = "transpose"  # generator's x2: transpose (ConvTranspose2d k4 s2) | nearest (then Conv2d k3)
-    conditional: bool = False  # class-conditional G(z, y) and D(x, y); the classes come from the data
+    # transpose: ConvTranspose2d k4 s2, DCGAN's; nearest: nearest-neighbour x2, then Conv2d k3
+    upsample: str = "transpose"  # how the generator doubles its size: transpose | nearest
+    conditional: bool = False  # class-conditional G(z, y) and D(x, y); classes from the data
     # training
     epochs: int = 60  # passes over the (rotated) data set
-    minutes: float = 0.0  # also stop once training has run this long in total (data stage not counted); 0 = off
+    # the data stage is not counted; a resumed run counts the minutes of its earlier sessions
+    minutes: float = 0.0  # also stop once training has run this many minutes; 0 = no limit
     batch_size: int = 128  # images per discriminator step
     lr_generator: float = 2e-4  # Adam learning rate of the generator (peak of the schedule)
-    lr_discriminator: float = 2e-4  # Adam learning rate of the discriminator (peak of the schedule)
+    lr_discriminator: float = 2e-4  # Adam learning rate of the discriminator (peak)
     lr_schedule: str = "constant"  # constant: the DCGAN paper's Adam at 2e-4 | cosine | linear
-    warmup_steps: int = 0  # linear warm-up of both learning rates from 0 over this many critic steps
+    warmup_steps: int = 0  # linear warm-up of both learning rates over this many critic steps
     betas: tuple = (0.5, 0.999)  # Adam betas of the DCGAN paper
     n_critic: int = 1  # discriminator steps per generator step
     loss: str = "bce"  # bce (non-saturating, the paper's) | hinge
-    real_label_smoothing: float = 0.9  # target for real images (one-sided, bce loss only); 1.0 = off
+    real_label_smoothing: float = 0.9  # target for real images (one-sided, bce only); 1.0 = off
     gradient_clip: float = 0.0  # max gradient norm of both networks; 0 = off
-    feature_matching: float = 0.0  # W: adds W * ||E f(x) - E f(G(z))||^2 (f = D's last features) to L_G; 0 = off
-    ema_decay: float = 0.999  # EMA of the generator's weights for samples and saved weights; 0 = off
-    diffaugment: str = ""  # DiffAugment of every critic input: any of color,translation,cutout; "" = off
-    seed: int = 42  # seeds python, numpy and torch: the same seed gives the same weights on CPU
+    # adds W * ||E f(x) - E f(G(z))||^2 to L_G, where f is the discriminator's last features
+    feature_matching: float = 0.0  # the weight W of feature matching; 0 = off
+    ema_decay: float = 0.999  # EMA of the generator's weights (samples, saved weights); 0 = off
+    diffaugment: str = ""  # DiffAugment of every critic input: color,translation,cutout; "" = off
+    seed: int = 42  # seeds python, numpy and torch: the same seed, the same weights on a CPU
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    amp: str = "auto"  # mixed precision: auto (bf16 where fast, fp16 on V100/T4/Turing, else fp32) | bf16 | fp16 | off
+    # auto: bf16 on GPUs from Ampere on and CPUs with bf16 units, fp16 on V100/T4/Turing, else fp32
+    amp: str = "auto"  # mixed precision: auto | bf16 | fp16 | off
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and tensor cores
-    compile: bool = False  # torch.compile the generator (minutes of start-up, faster steps on GPU)
-    deterministic: bool = False  # deterministic GPU kernels (slower); CPU runs are always reproducible
+    compile: bool = False  # torch.compile the generator (minutes to start, faster GPU steps)
+    deterministic: bool = False  # deterministic GPU kernels (slower); CPU runs always repeat
     # outputs
     out_dir: str = "DCGAN_output"  # where every output file goes
     log_every: int = 20  # steps between metric flushes and progress updates (one host sync each)
-    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch; 0 = only at epoch ends
-    snapshot_every: int = 10  # keep the generator of every N-th epoch in snapshots/ (for compare.py); 0 = off
+    checkpoint_every: int = 0  # also checkpoint every N steps within an epoch; 0 = at epoch ends
+    snapshot_every: int = 10  # keep every N-th epoch's generator in snapshots/; 0 = off
     latent_pool: int = 256  # images generated for the latent-space analysis
     resume: bool = False  # continue the run in out_dir from its checkpoint
     overwrite: bool = False  # start afresh even if out_dir holds a run
     progress: bool = True  # show tqdm progress bars
-    tensorboard: bool = False  # also log metrics and samples to out_dir/tensorboard/ (pip install tensorboard)
+    tensorboard: bool = False  # also log to out_dir/tensorboard/ (pip install tensorboard)
     # sampling from saved weights instead of training
     sample: str = ""  # path of a generator.pkl: write samples from it and exit
     num_samples: int = 64  # images written by --sample and in generated_samples.png
-    per_class: int = 0  # with --sample on a conditional generator: N images of every class, samples/<class>/
-    classes: str = ""  # with --per-class: only these classes, comma-separated names or numbers (3,17)
+    per_class: int = 0  # with --sample, a conditional generator: N images of every class
+    classes: str = ""  # with --per-class: only these classes, by name or number (3,17)
 
 
 # --preset: none measured for this method yet (gan_complete.py has cpu, from the sweep in docs/preset_cpu/).
 PRESETS = {}
 
-# ----------------------------------------------------------------------------- command line
-class ConfigError(Exception):
-    """A user mistake in the configuration; the message says what to do."""
 
-
-class WeightsError(Exception):
-    """A weights or checkpoint file that cannot be used; the message says why."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # One line instead of argparse's usage wall: the Config has many fields.
-        raise ConfigError(f"{message} (see --help)")
-
-
-def build_parser():
-    parser = _Parser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                     argument_default=argparse.SUPPRESS)  # so that only the flags a user typed are returned
-    # the comment after each Config field is its --help text (one source of truth)
-    comments = dict(re.findall(r"^\s+(\w+): [^=]+= .*?  # (.*)$", inspect.getsource(Config), flags=re.M))
-    for field in dataclasses.fields(Config):
-        flag = "--" + field.name.replace("_", "-")
-        help_text = f"{comments.get(field.name, '')} (default: {field.default})"
-        if isinstance(field.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
-        elif isinstance(field.default, tuple):
-            parser.add_argument(flag, nargs=len(field.default), type=float, help=help_text)
-        else:
-            parser.add_argument(flag, type=type(field.default), help=help_text)
-    return parser
-
-
-def config_from_dict(values):
-    """A Config from a dict (config.json, a checkpoint), ignoring unknown keys."""
-    names = {f.name: f for f in dataclasses.fields(Config)}
-    kept = {k: (tuple(v) if isinstance(names[k].default, tuple) else v)
-            for k, v in values.items() if k in names}
-    return Config(**kept)
-
-
-# Actions of one command, not settings of a run: saved, a later --resume would inherit --overwrite.
-ACTIONS = ("resume", "overwrite")
-
-
-def run_settings(config):
-    """The Config as config.json and the checkpoint record it: every field but the ACTIONS."""
-    return {name: value for name, value in asdict(config).items() if name not in ACTIONS}
-
-
-def read_config(path):
-    """The Config a run was trained with, from its config.json."""
-    try:
-        return config_from_dict(json.loads(Path(path).read_text())["config"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"cannot read the run's config {path}: {error}") from None
-
-
-def parse_config(argv=None):
-    """(Config, the fields typed on the command line): the typed fields over the --preset's over the defaults.
-    A resumed run or a --sample takes the rest from its config.json, which holds the preset's values."""
-    given = vars(build_parser().parse_args(argv))
-    given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items()}
-    if given.get("preset", "") not in {"", *PRESETS}:
-        raise ConfigError(f"--preset must be {' or '.join(PRESETS) or 'empty (this script has none)'}, got "
-                          f"{given['preset']!r}")
-    return Config(**{**PRESETS.get(given.get("preset"), {}), **given}), given
-
-
-def validate_config(config):
-    for name in ["epochs", "batch_size", "z_dim", "g_channels", "d_channels", "n_critic", "log_every", "num_samples",
-                 "synthetic_images", "synthetic_classes", "lr_generator", "lr_discriminator"]:
-        if not getattr(config, name) > 0:  # also catches nan
-            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
-    for name in ["rotations", "checkpoint_every", "snapshot_every", "preprocess_workers", "max_angle", "warmup_steps",
-                 "per_class", "minutes"]:
-        if not getattr(config, name) >= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, tuple) else [value])):
-            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
-    if config.resume and config.overwrite:
-        raise ConfigError("--resume continues the run in --out-dir and --overwrite deletes it: pass one of them")
-    for name in ["seed", "data_seed"]:
-        if not 0 <= getattr(config, name) < 2 ** 32:  # numpy's seed range
-            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 2**32), got {getattr(config, name)}")
-    if config.z_dim < 2:
-        raise ConfigError(f"--z-dim must be at least 2 (the latent analysis projects z to 2-D), got {config.z_dim}")
-    if config.img_size not in (32, 64, 128, 256):
-        raise ConfigError(f"--img-size must be 32, 64, 128 or 256, got {config.img_size}")
-    blocks = int(math.log2(config.img_size)) - 2
-    for name in ["g_channels", "d_channels"]:
-        if getattr(config, name) % 2 ** (blocks - 1):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a multiple of {2 ** (blocks - 1)} "
-                              f"at img_size {config.img_size} (it is halved per block)")
-    if not 0 <= config.ema_decay < 1:
-        raise ConfigError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
-    if config.latent_pool < 8:
-        raise ConfigError(f"--latent-pool must be at least 8, got {config.latent_pool}")
-    if not set(filter(None, config.diffaugment.split(","))) <= {"color", "translation", "cutout"}:
-        raise ConfigError(f"--diffaugment takes color, translation and cutout, comma-separated; got "
-                          f"{config.diffaugment!r}")
-    if config.classes and not config.per_class:
-        raise ConfigError("--classes chooses the classes of --per-class: pass --per-class N too")
-    for name, choices in (("lr_schedule", ("cosine", "linear", "constant")), ("amp", ("auto", "bf16", "fp16", "off")),
-                          ("upsample", ("transpose", "nearest"))):
-        if (value := getattr(config, name)) not in choices:
-            raise ConfigError(f"--{name.replace('_', '-')} must be {' or '.join(choices)}, got {value!r}")
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", config.device):
-        raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {config.device!r}")
-    method_checks(config)
-
-
-# ----------------------------------------------------------------------------- utilities
-def resolve_device(name):
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
-    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
-                          f"cuda:{torch.cuda.device_count() - 1}")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps: MPS is not available here; use --device cpu or auto")
-    return torch.device(name)
-
-
-def cpu_has_native_bf16():
-    """AVX512-BF16 or AMX: there bf16 autocast is faster; elsewhere it is emulated, and slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: do not guess
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def amp_dtype(config, device):
-    """bf16 has fp32's exponent range and needs no loss scaler; fp16 (a T4's or V100's fast tensor cores)
-    underflows small gradients, so it comes with a GradScaler (train_gan, scaled_step)."""
-    if config.amp != "auto":
-        return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[config.amp]
-    if device.type == "cuda":
-        capability = torch.cuda.get_device_capability(device)
-        if capability >= (8, 0):  # bf16 tensor cores from Ampere on; older GPUs only emulate bf16, slowly
-            return torch.bfloat16
-        if capability >= (7, 0):  # fp16 tensor cores: V100, T4, Turing
-            return torch.float16
-        return None  # Pascal and older have no tensor cores and run fp16 no faster (consumer Pascal 1/64)
-    return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
-
-
-def keep_freed_cpu_memory(device):
-    """glibc gives freed blocks over 128 KB back to the OS, so each CPU step page-faults its activations in
-    afresh: keeping up to 128 MB (blocks under 16 MB from the heap) makes a width-128 step ~11% faster."""
-    if device.type == "cpu" and sys.platform == "linux":
-        with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, say): nothing to set
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(-3, 16 << 20), libc.mallopt(-1, 128 << 20)  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
-
-
-def seed_everything(seed, deterministic):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    # cudnn.benchmark picks the fastest kernels by timing them, which can differ run to run.
-    torch.backends.cudnn.benchmark = not deterministic
-    torch.backends.cudnn.deterministic = deterministic
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-
-
-def rng_states(device):
-    numpy_state = np.random.get_state(legacy=False)
-    numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()  # loadable with weights_only
-    # Only the training GPU's generator: a checkpoint must resume on a machine with fewer GPUs.
-    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-
-
-def set_rng_states(states, device):
-    random.setstate((states["python"][0], tuple(states["python"][1]), states["python"][2]))
-    numpy_state = copy.deepcopy(states["numpy"])
-    numpy_state["state"]["key"] = np.array(numpy_state["state"]["key"], dtype=np.uint32)
-    np.random.set_state(numpy_state)
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(states["cuda"], device)
-
-
-def save_state_dict(module, path):
-    """A state_dict as a pickle of CPU tensors, so it loads on a machine without a GPU."""
-    state = collections.OrderedDict((k, v.detach().cpu()) for k, v in module.state_dict().items())
-    preprocess.write_atomically(path, lambda f: pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-class _StateDictUnpickler(pickle.Unpickler):
-    # A pickle can name any callable and have it run on load. A state_dict needs only these
-    # three; torch's own storage loader is swapped for one that loads with weights_only=True.
-    ALLOWED = {("collections", "OrderedDict"): collections.OrderedDict,
-               ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-               ("torch.storage", "_load_from_bytes"): lambda data: torch.load(io.BytesIO(data), weights_only=True)}
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a state_dict never holds")
-        return self.ALLOWED[(module, name)]
-
-
-def load_state_dict_safely(path):
-    """Load a .pkl state_dict without running code from it (a classmate's file can be hostile)."""
-    try:
-        with open(path, "rb") as f:
-            state = _StateDictUnpickler(f).load()
-    except FileNotFoundError:
-        raise WeightsError(f"no weights file at {path}") from None
-    except Exception as error:  # a truncated or foreign file can fail in many ways inside pickle
-        if zipfile.is_zipfile(path):
-            raise WeightsError(f"{path} is a checkpoint (torch.save), not a generator.pkl: pass the "
-                               "generator.pkl of the same run") from None
-        raise WeightsError(f"refusing {path}: not a plain state_dict ({one_line(error)})") from None
-    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                            for k, v in state.items())):
-        raise WeightsError(f"refusing {path}: it holds no state_dict of tensors")
-    return state
-
-
-def one_line(error):
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def load_weights(module, state, path):
-    """load_state_dict with a message that names the mismatch and the Config fields behind it."""
-    expected = module.state_dict()
-    for key, value in expected.items():
-        if key not in state:
-            raise WeightsError(f"{path} does not fit the Config: it has no '{key}' (--conditional? --upsample?)")
-        if state[key].shape != value.shape:
-            raise WeightsError(
-                f"{path} does not fit the Config: '{key}' has shape {list(state[key].shape)} in the file "
-                f"but {list(value.shape)} here; pass the --z-dim / --g-channels / --d-channels / "
-                "--img-size / --upsample the weights were trained with")
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise WeightsError(f"{path} does not fit the Config: unexpected '{extra[0]}' (another --img-size or "
-                           "--conditional?)")
-    module.load_state_dict(state)
-
-
-def load_generator(weights_path, config, device="cpu", data=None):
-    """A Generator in eval mode with the weights of a generator.pkl (used by --sample and compare.py).
-    data: config.json's "data" ({"channels", "class_names"}); None is 3 channels, no classes."""
-    data = data or {"channels": 3, "class_names": []}
-    generator = Generator(config, len(data["class_names"]) if config.conditional else 0, data["channels"])
-    load_weights(generator, load_state_dict_safely(weights_path), weights_path)
-    return generator.to(device).train(False)
-
-
-def count_parameters(module):
-    return sum(p.numel() for p in module.parameters())
-
-
-def write_json(path, data):
-    preprocess.write_atomically(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
-
-
-# ----------------------------------------------------------------------------- data
-class InMemoryLoader:
-    """Batches of (images in [-1, 1], their class labels) from uint8 images held on the training device.
-
-    Decoding JPEGs every epoch costs more than the training step on a small machine, so the
-    preprocessed images are decoded once and kept as uint8 (8,189 x 3 x 64 x 64 is 100 MB);
-    shuffling, random horizontal flips and scaling happen on the device. The order of an epoch
-    depends only on (seed, epoch), so a run resumed in the middle of an epoch sees the same batches.
-    """
-
-    def __init__(self, images, labels, batch_size, seed, device, channels_last=True):
-        if len(images) < batch_size:
-            raise ConfigError(f"--batch-size {batch_size} is larger than the data set ({len(images)} images)")
-        self.images = images.to(device)  # once, at start-up: no host-to-device copy per step
-        self.labels = labels.to(device)
-        self.batch_size, self.seed, self.device = batch_size, seed, torch.device(device)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    def __len__(self):
-        return len(self.images) // self.batch_size  # drop the last partial batch (BatchNorm)
-
-    def batches(self, epoch, start=0):
-        order = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        permutation = torch.randperm(len(self.images), generator=order).to(self.device)
-        flips = (torch.rand(len(self.images), generator=order) < 0.5).to(self.device)
-        for index in range(start, len(self)):
-            picked = permutation[index * self.batch_size:(index + 1) * self.batch_size]
-            real = self.images[picked].float().div_(127.5).sub_(1.0)
-            real = torch.where(flips[picked, None, None, None], real.flip(3), real)
-            yield index, real.contiguous(memory_format=self.memory_format), self.labels[picked]
-
-
-# ----------------------------------------------------------------------------- models
+# ------------------------------------------------------------------------------------------ models
 def weights_init(module):
     """DCGAN initialisation (Radford et al. 2015): N(0, 0.02) weights, N(1, 0.02) norm scales.
     Class embeddings keep their own (the models' __init__)."""
@@ -543,7 +250,7 @@ def diff_augment(x, policy):
     return x
 
 
-# ----------------------------------------------------------------------------- the method: WGAN-GP
+# ------------------------------------------------------------------------------- the method: DCGAN
 CRITIC_VIEW = "discriminator's view: mean logit gap E[D(x)] - E[D(G(z))] (w_dist); gp = 0"
 
 
@@ -620,63 +327,194 @@ def generator_step(generator, discriminator, real, labels, opt_g, scaler, config
     return g_loss.detach(), scaled_step(g_loss, opt_g, scaler, config.gradient_clip)
 
 
-# ----------------------------------------------------------------------------- training
-# d_skipped / g_skipped: 1 where the fp16 scaler skipped the critic / G update (inf/nan gradients): no divergence.
-METRIC_COLUMNS = ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time", "d_skipped", "g_skipped"]
+# ------------------------------------------------------------------------------- the training loop
+# metrics.csv's columns. d_skipped / g_skipped: 1 where the fp16 loss scaler skipped the critic's /
+# the generator's update (its gradients overflowed): a skipped step, not a divergence.
+METRIC_COLUMNS = ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time", "d_skipped",
+                  "g_skipped"]
+COLUMN = {name: index for index, name in enumerate(METRIC_COLUMNS)}  # a column's place in a row
+STEP_METRICS = ["d_loss", "g_loss", "w_dist", "gp", "d_skipped", "g_skipped"]  # kept on the device
 SKIPPED_LIMIT = 100  # this many steps in a row with a skipped update: the run diverged
 # The fp16 loss scalers' first scale. torch's default, 65,536, overflows the gradients of the first
 # steps, each skipped while the scale halves: measured at width 128 on the flowers, WGAN-GP's critic
 # came down to 32 after 11 skipped steps, its generator to 16,384, DCGAN's discriminator below 8,192.
 # The scalers still double their scale after every 2,000 steps without an overflow.
 FP16_INITIAL_SCALE = {"scaler_d": 2.0 ** 5, "scaler_g": 2.0 ** 14}
-PER_CLASS_GRID = 10  # images of each class in a conditional run's samples_per_class.png
 BN_CALIBRATION_BATCHES = 16  # train-mode passes that measure the EMA generator's BatchNorm statistics
 
 
-class TrainingInterrupted(Exception):
-    """Ctrl-C or SIGTERM arrived; a checkpoint was saved at the last finished step."""
+def train_gan(generator, discriminator, dataloader, config):
+    """Train in place on an InMemoryLoader, writing checkpoints, weights, samples and metrics into
+    config.out_dir (continuing from its checkpoint.pt with config.resume); returns the run's
+    numbers, as in run_info.json."""
+    run = start_training(generator, discriminator, dataloader, config)
+    parts, state, autocast = run.parts, run.state, run.autocast
+    opt_g, opt_d, scaler_g, scaler_d = (parts[name] for name in ("opt_g", "opt_d", "scaler_g", "scaler_d"))
+    step_generator = torch.compile(generator) if config.compile else generator
+    # the generator's last loss and skip, logged with every critic step: it steps once in n_critic
+    g_loss = torch.tensor(run.rows[-1][COLUMN["g_loss"]] if run.rows else math.nan, device=run.device)
+    g_skipped = torch.zeros((), device=run.device)
+    pace_step = state["step"] + config.log_every  # when the pace line is printed
 
-    def __init__(self, signum):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+    with _StopRequest() as stop, warnings.catch_warnings(), run.writer or contextlib.nullcontext():
+        # a step the fp16 scaler skips looks to the LR scheduler like a missed optimizer.step()
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+        for epoch in range(state["epoch"], config.epochs):
+            if out_of_time(config, state["elapsed"]):  # spent while the last outputs were written
+                break
+            epoch_start, first_batch = time.perf_counter(), state["batch"]
+            bar = progress_bar(len(dataloader), first_batch, epoch, config)
+            for index, real, labels in dataloader.batches(epoch, start=first_batch):
+                # the critic: one step on every batch
+                d_loss, w_dist, gp, d_skipped = critic_step(
+                    step_generator, discriminator, real, labels, opt_d, scaler_d, config, autocast)
+
+                # the generator: one step on the first of every n_critic batches, then its average
+                if state["step"] % config.n_critic == 0:
+                    discriminator.requires_grad_(False)  # no critic weight gradients in the G step
+                    g_loss, g_skipped = generator_step(
+                        step_generator, discriminator, real, labels, opt_g, scaler_g, config, autocast)
+                    discriminator.requires_grad_(True)
+                    if parts["ema"] is not None:
+                        update_ema(parts["ema"], generator, config.ema_decay, state["ema_updates"])
+                        state["ema_updates"] += 1
+                    state["g_steps"] += 1
+
+                # the learning-rate schedule and the counters
+                lr = opt_g.param_groups[0]["lr"]
+                parts["sched_g"].step()
+                parts["sched_d"].step()
+                state["step"] += 1
+                state["batch"] = index + 1
+                state["images_seen"] += real.size(0)
+
+                # metrics, the pace line, checkpoints, and a stop by Ctrl-C or by the time budget
+                metrics = [d_loss, g_loss, w_dist, gp, d_skipped, g_skipped]  # as STEP_METRICS
+                run.pending.append((state["step"], epoch + 1, lr, training_time(run), metrics))
+                bar.update(1)
+                log_and_checkpoint(run, config, bar, stop.signum)
+                if state["step"] == pace_step:
+                    report_pace(run, config)
+                if stop.signum:
+                    bar.close()
+                    raise TrainingInterrupted(stop.signum)
+                if out_of_time(config, training_time(run)):
+                    break  # no further step: this (partial) epoch's outputs, then the final ones
+
+            bar.close()
+            finish_epoch(run, dataloader, config, epoch, first_batch, epoch_start)
+        if state["epoch"] < config.epochs:
+            report_time_stop(config, state)
+    return write_run_info(run, dataloader, config)
 
 
-class NonFiniteLoss(Exception):
-    """A loss or weight became inf/nan; nothing was saved after the last good checkpoint."""
+@dataclass
+class Training:
+    """What train_gan works with besides the data: made by start_training (restored from the
+    checkpoint on --resume), saved whole by save_checkpoint."""
+
+    parts: dict  # generator, discriminator, ema, opt_g, opt_d, sched_g, sched_d, scaler_g, scaler_d
+    state: dict  # epoch, batch, step, g_steps, ema_updates, images_seen, elapsed, images, data
+    rows: list  # metrics.csv's rows so far
+    fixed: tuple  # (z, classes) of samples_epoch_XXX.png: the same 64 images every epoch
+    autocast: object  # a function that returns the autocast context of --amp
+    writer: object  # TensorBoard's SummaryWriter, or None
+    device: torch.device
+    total_steps: int  # critic steps of all the epochs
+    started: float = 0.0  # time.perf_counter() when the run would have started without a break
+    elapsed_at_start: float = 0.0  # seconds of training before this session (a resumed run's)
+    pending: list = dataclasses.field(default_factory=list)  # step metrics still on the device
 
 
-class _StopRequest:
-    """Turns SIGINT/SIGTERM into a flag checked after each step; a second Ctrl-C stops at once."""
-    signum = None
+def progress_bar(batches, first_batch, epoch, config):
+    """A tqdm bar over an epoch's batches, starting at first_batch in a resumed epoch."""
+    return tqdm(total=batches, initial=first_batch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                leave=False, dynamic_ncols=True, disable=not config.progress)
 
-    def __enter__(self):
-        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
 
-    def handle(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum  # only a flag: printing here could interrupt a write in progress
+def start_training(generator, discriminator, dataloader, config):
+    """The optimisers, schedules, fp16 scalers and EMA, restored from the checkpoint on --resume;
+    writes config.json, and metrics.csv up to the checkpoint."""
+    out_dir, device = Path(config.out_dir), dataloader.device
+    dtype = amp_dtype(config, device)
+    total_steps = config.epochs * len(dataloader)
+    opt_g, opt_d = make_optimizers(generator, discriminator, config, device)
+    parts = {
+        "generator": generator,
+        "discriminator": discriminator,
+        "ema": copy.deepcopy(generator).requires_grad_(False) if config.ema_decay > 0 else None,
+        "opt_g": opt_g,
+        "opt_d": opt_d,
+        "sched_g": lr_schedule(opt_g, config, total_steps),
+        "sched_d": lr_schedule(opt_d, config, total_steps),
+    }
+    for name in ("scaler_g", "scaler_d"):  # a pass-through scaler unless fp16
+        parts[name] = torch.amp.GradScaler(device.type, init_scale=FP16_INITIAL_SCALE[name],
+                                           enabled=dtype == torch.float16)
+    state = {"epoch": 0, "batch": 0, "step": 0, "g_steps": 0, "ema_updates": 0, "images_seen": 0,
+             "elapsed": 0.0, "images": len(dataloader.images), "data": fingerprint(dataloader.images)}
+    rows = []
+    if config.resume:
+        rows = restore_checkpoint(out_dir / "checkpoint.pt", parts, state, config, device)
+    if out_of_time(config, state["elapsed"]):
+        raise ConfigError(f"--minutes {config.minutes:g}: the run has trained "
+                          f"{state['elapsed'] / 60:.2f} minutes already; to go on, pass a larger "
+                          f"--minutes, or --minutes 0 to train to the end of its --epochs "
+                          f"({config.epochs})")
 
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
+    # samples_epoch_XXX.png: the same 64 z's every epoch, and 8 classes spread over all, one a row
+    fixed_z = torch.randn(64, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
+    classes = torch.linspace(0, max(generator.num_classes - 1, 0), 8).round().long()
+    fixed = (fixed_z.to(device), classes.repeat_interleave(8).to(device))
+
+    data = {"channels": dataloader.images.size(1), "class_names": dataloader.class_names}
+    write_json(out_dir / "config.json", {
+        "variant": VARIANT, "script": Path(__file__).stem, "config": run_settings(config),
+        "data": data, "torch": torch.__version__, "device": str(device)})
+    # rewritten from the checkpoint's rows: drops the steps a stopped run made after it
+    header = ",".join(METRIC_COLUMNS).encode() + b"\n"
+    preprocess.write_atomically(out_dir / "metrics.csv", lambda f: f.write(header + csv_text(rows)))
+    writer = None
+    if config.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter  # optional: run_training checked for it
+        # purge_step drops what a stopped run logged after its checkpoint
+        writer = SummaryWriter(out_dir / "tensorboard", purge_step=state["step"] or None)
+
+    generator.train()
+    discriminator.train()
+    autocast = functools.partial(torch.autocast, device.type, dtype=dtype or torch.float32,
+                                 enabled=dtype is not None)
+    return Training(parts=parts, state=state, rows=rows, fixed=fixed, autocast=autocast,
+                    writer=writer, device=device, total_steps=total_steps,
+                    started=time.perf_counter() - state["elapsed"], elapsed_at_start=state["elapsed"])
 
 
 def lr_schedule(optimizer, config, total_steps):
     """Linear warm-up from 0 over warmup_steps, then a cosine or linear decay to 0, or constant.
     A closed form of the step (not a recursion), so that a resumed run may change lr or epochs."""
     decay_steps = max(total_steps - config.warmup_steps, 1)
-    shape = {"cosine": lambda t: 0.5 * (1 + math.cos(math.pi * t)), "linear": lambda t: 1 - t,
-             "constant": lambda t: 1.0}[config.lr_schedule]
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (step + 1) / (config.warmup_steps + 1)
-                                             if step < config.warmup_steps
-                                             else shape(min(step - config.warmup_steps, decay_steps) / decay_steps))
+
+    def multiplier(step):
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        progress = min(step - config.warmup_steps, decay_steps) / decay_steps
+        return decay(config.lr_schedule, progress)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+
+
+def decay(schedule, progress):
+    """The learning rate's multiplier at progress (0 to 1) through the decay."""
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return 1 - progress
+    return 1.0  # constant
 
 
 @torch.no_grad()
 def update_ema(ema, generator, decay, updates):
-    """ema <- ema + (1 - w) * (generator - ema), w = min(decay, (1 + n) / (10 + n)) at the n-th update.
+    """ema <- ema + (1 - w) * (generator - ema), w = min(decay, (1 + n) / (10 + n)) at update n.
 
     A plain 0.999 keeps 37% of the random initial weights after 1,000 generator steps: a short
     run would save grey noise. The ramp follows TensorFlow's ExponentialMovingAverage(num_updates).
@@ -691,138 +529,140 @@ def update_ema(ema, generator, decay, updates):
 
 
 def scaled_step(loss, optimizer, scaler, max_grad_norm=0.0):
-    """backward and step through the loss scaler (a pass-through one without fp16), gradients clipped to
-    max_grad_norm if > 0; returns 1.0 on the device when the scaler skipped the step (inf/nan gradients,
-    its scale lowered), else 0.0: read with the other metrics, not now (no host sync)."""
+    """backward and step through the loss scaler (a pass-through one without fp16), the gradients
+    clipped to max_grad_norm if > 0. Returns 1.0 on the device when the scaler skipped the step
+    (inf/nan gradients; it lowered its scale), else 0.0: read with the other metrics, not now,
+    which would wait for the GPU."""
     scale_before = scaler.scale(torch.ones((), device=loss.device))
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if max_grad_norm > 0:
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_grad_norm)
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        nn.utils.clip_grad_norm_(parameters, max_grad_norm)
     scaler.step(optimizer)
     scaler.update()
     return (scaler.scale(torch.ones((), device=loss.device)) < scale_before).float()
 
 
-@torch.no_grad()
-def recalibrated_batchnorm(ema, config, seed):
-    """A copy of the EMA generator with BatchNorm statistics measured on its own weights: the averaged
-    running mean/var are the raw generator's, of other weights, and misstate the samples' contrast.
-    Train-mode passes on fresh z, a cumulative average (momentum None), a private RNG."""
-    calibrated = copy.deepcopy(ema).train()
-    for norm in calibrated.modules():
-        if isinstance(norm, nn.BatchNorm2d):
-            norm.reset_running_stats()
-            norm.momentum = None
-    noise, device = torch.Generator().manual_seed(seed), next(calibrated.parameters()).device
-    for _ in range(BN_CALIBRATION_BATCHES):
-        labels = torch.randint(max(calibrated.num_classes, 1), (config.batch_size,), generator=noise)
-        calibrated(torch.randn(config.batch_size, config.z_dim, generator=noise).to(device), labels.to(device))
-    return calibrated.train(False)
+def training_time(run):
+    """Seconds of training so far, the earlier sessions of a resumed run included."""
+    return time.perf_counter() - run.started
 
 
-def load_checkpoint(path):
-    """The checkpoint's dict; a file that is only unreachable now is not called damaged."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError(f"no checkpoint at {path}; start without --resume") from None
-    except (OSError, MemoryError) as error:  # permissions, an I/O error, a folder, no memory: the file may be fine
-        raise WeightsError(f"cannot read the checkpoint {path}: {one_line(error)}; fix that and run the command "
-                           "again (nothing was changed)") from None
-    except Exception as error:  # truncated zip, foreign file, refused global: unusable
-        if "allocate" in str(error):  # torch's out-of-memory is a RuntimeError
-            raise WeightsError(f"out of memory while reading the checkpoint {path}: free some memory and run the "
-                               "command again (nothing was changed)") from None
-        # (torch's own message would suggest weights_only=False: unsafe advice for a stranger's file)
-        raise WeightsError(f"checkpoint {path} is damaged or not a checkpoint of these scripts ("
-                           f"{one_line(error)[:80]}); restore a copy, or start again with --overwrite") from None
+def log_and_checkpoint(run, config, bar, signum):
+    """After a step: every log_every steps, write the pending metrics to metrics.csv; every
+    checkpoint_every steps, or when a stop was asked for (signum), save a checkpoint."""
+    step = run.state["step"]
+    at_checkpoint = config.checkpoint_every and step % config.checkpoint_every == 0
+    if signum:
+        tqdm.write(f"{signal.Signals(signum).name}: saving a checkpoint at step {step} ...")
+    if step % config.log_every == 0 or at_checkpoint or signum:
+        flush_metrics(run, config, bar)
+    if at_checkpoint or signum:
+        run.state["elapsed"] = training_time(run)
+        check_finite([run.parts["generator"], run.parts["discriminator"]], step)
+        save_checkpoint(run, config)
 
 
-def save_checkpoint(path, parts, state, rows, config, device):
-    """Everything a resume needs: the parts' state_dicts, the counters, the metrics, every RNG."""
-    checkpoint = {name: None if part is None else part.state_dict() for name, part in parts.items()}
-    metrics = torch.tensor(rows, dtype=torch.float64).reshape(-1, len(METRIC_COLUMNS))
-    checkpoint.update(state=dict(state), metrics=metrics, rng=rng_states(device), config=run_settings(config))
-    preprocess.write_atomically(path, lambda f: torch.save(checkpoint, f))
+def report_pace(run, config):
+    """Once, after the first log_every steps of a session: how long the run will take at this
+    speed, and whether a --minutes budget ends it before its learning rate has decayed."""
+    state, now = run.state, training_time(run)
+    per_step = (now - run.elapsed_at_start) / config.log_every
+    hours = (run.total_steps - state["step"]) * per_step / 3600
+    message = (f"pace: {per_step:.2f} s a step here, so the {config.epochs} epochs "
+               f"({run.total_steps:,} steps) need about {hours:.1f} h more")
+    if run.device.type == "cpu" and hours > 0.5 and "cpu" in PRESETS and not config.minutes:
+        message += "; for a run of 10 minutes on a CPU, use --preset cpu"
+    if config.minutes:
+        steps_left = round((60 * config.minutes - now) / per_step)
+        last_step = min(run.total_steps, state["step"] + steps_left)
+        message += f"; --minutes {config.minutes:g} stops it near step {last_step:,}"
+        if config.lr_schedule != "constant" and last_step < run.total_steps:
+            message += (f", {last_step / run.total_steps:.0%} of the way through its "
+                        f"{config.lr_schedule} learning-rate decay (--lr-schedule constant suits a "
+                        "run stopped by time)")
+    tqdm.write(message)
 
 
-def restore_checkpoint(path, parts, state, config, device):
-    """Load path into the parts (models, optimisers, schedulers) and state; returns the metric rows."""
-    checkpoint = load_checkpoint(path)
-    saved = checkpoint["state"]
-    if saved["images"] != state["images"]:
-        raise ConfigError(f"the data changed since the checkpoint ({saved['images']} images then, "
-                          f"{state['images']} now): resume with the same data settings")
-    if saved["data"] != state["data"]:
-        raise ConfigError("the data changed since the checkpoint (as many images, other pixels): resume "
-                          "with the --data-dir (and Pillow version) the run was trained on")
-    done = saved["epoch"] + (saved["batch"] > 0)  # a started epoch counts
-    if config.epochs < done:
-        raise ConfigError(f"--epochs {config.epochs}: the run is at epoch {done} already; pass at least "
-                          f"--epochs {done} to go on")
-    for name in ("generator", "discriminator", "ema"):
-        if parts[name] is not None and checkpoint[name] is not None:
-            load_weights(parts[name], checkpoint[name], path)
-    for name in ("opt_g", "opt_d"):
-        for group, fresh in zip(checkpoint[name]["param_groups"], parts[name].param_groups):
-            # this machine's kernels, not the checkpoint's: a CPU run resumed on a GPU gets fused Adam
-            group.update({flag: fresh[flag] for flag in ("fused", "foreach") if flag in fresh})
-        parts[name].load_state_dict(checkpoint[name])
-    for name in ("scaler_g", "scaler_d"):
-        if checkpoint[name]:  # empty when the run had no fp16 scaler; a resumed fp16 run keeps its scale
-            parts[name].load_state_dict(checkpoint[name])
-    for name, lr in (("sched_g", config.lr_generator), ("sched_d", config.lr_discriminator)):
-        parts[name].load_state_dict(checkpoint[name])
-        parts[name].base_lrs = [lr]  # the Config may lower the LR on resume (after a NaN, say)
-        parts[name].optimizer.param_groups[0]["lr"] = lr * parts[name].lr_lambdas[0](parts[name].last_epoch)
-    state.update(saved)
-    if parts["ema"] is not None and checkpoint["ema"] is None:  # EMA switched on now: it starts from the generator
-        state["ema_updates"] = 0
-    set_rng_states(checkpoint["rng"], device)
-    return [[int(row[0]), int(row[1]), *row[2:]] for row in checkpoint["metrics"].tolist()]
+def out_of_time(config, elapsed):
+    """Whether elapsed seconds of training spend the --minutes budget (checked after every step
+    and before every epoch, so no step starts once it is spent)."""
+    return config.minutes > 0 and elapsed >= 60 * config.minutes
 
 
-def csv_text(rows):
-    """metrics.csv's lines for these rows. The losses of an update that the fp16 scaler skipped (its
-    gradients overflowed, so nothing was learned) are left blank when they are not finite: a reader
-    or a plot would take a NaN there for a diverged run."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    for row in rows:
-        cells = dict(zip(METRIC_COLUMNS, row))
-        for loss, skipped in analysis.SKIPPED_BY.items():
-            if cells[skipped] == 1 and not math.isfinite(cells[loss]):
-                cells[loss] = ""
-        writer.writerow(cells.values())
-    return buffer.getvalue().encode()
+def report_time_stop(config, state):
+    command = resume_command(config.out_dir)
+    tqdm.write(f"--minutes {config.minutes:g} spent at step {state['step']}, in epoch "
+               f"{state['epoch'] + 1}. To train on: {command} --minutes M (M > {config.minutes:g}, "
+               f"the budget in all), or --minutes 0 to train to the end of its --epochs "
+               f"({config.epochs})")
 
 
-def flush_metrics(pending, rows, out_dir, bar, writer):
-    """Read the pending per-step metrics back from the device (one sync), append them to metrics.csv
-    and give the last row to TensorBoard's writer (when there is one)."""
-    if not pending:
+def finish_epoch(run, dataloader, config, epoch, first_batch, epoch_start):
+    """The end of an epoch, or of its part that the time budget allowed: the weights and samples,
+    run_info.json, then the checkpoint, and a summary line."""
+    state = run.state
+    flush_metrics(run, config, None)
+    batches = state["batch"] - first_batch
+    if state["batch"] == len(dataloader):  # a partial epoch stays unfinished: a resume completes it
+        state["epoch"] = epoch + 1
+        state["batch"] = 0
+    check_finite([run.parts["generator"], run.parts["discriminator"]], state["step"])
+    write_epoch_outputs(run, config, epoch + 1, dataloader.class_names)
+    state["elapsed"] = training_time(run)  # the outputs' time counts against --minutes
+    write_run_info(run, dataloader, config)
+    save_checkpoint(run, config)  # last: the epoch is done only once all its files are whole
+    seconds = time.perf_counter() - epoch_start
+    last = dict(zip(METRIC_COLUMNS, run.rows[-1]))
+    tqdm.write(f"epoch {epoch + 1}/{config.epochs}  D {last['d_loss']:.4f}  G {last['g_loss']:.4f}  "
+               f"W {last['w_dist']:.4f}  GP {last['gp']:.4f}  {seconds:.1f}s  "
+               f"{batches * dataloader.batch_size / seconds:.0f} img/s")
+
+
+def flush_metrics(run, config, bar):
+    """Read the pending step metrics back from the device (one sync), append them to metrics.csv,
+    give the last row to TensorBoard (when on) and the progress bar (when given); stop the run if
+    a loss is not finite where no skipped update explains it."""
+    if not run.pending:
         return
-    values = torch.stack([torch.stack(p[2]) for p in pending]).float().cpu()
-    new_rows = [[step, epoch, *v[:4].tolist(), lr, t, *v[4:].tolist()]
-                for (step, epoch, _, lr, t), v in zip(pending, values)]
-    pending.clear()
-    rows.extend(new_rows)
-    for column in ("d_loss", "g_loss", "w_dist", "gp", "lr") if writer is not None else ():
-        writer.add_scalar(column, new_rows[-1][METRIC_COLUMNS.index(column)], new_rows[-1][0])
-    with open(out_dir / "metrics.csv", "ab") as f:  # whole rows in one write; a torn last row is dropped on read
+    on_device = torch.stack([torch.stack(metrics) for *_, metrics in run.pending])
+    new_rows = []
+    for (step, epoch, lr, seconds, _), values in zip(run.pending, on_device.float().cpu().tolist()):
+        row = {"step": step, "epoch": epoch, "lr": lr, "time": seconds, **dict(zip(STEP_METRICS, values))}
+        new_rows.append([row[name] for name in METRIC_COLUMNS])
+    run.pending.clear()
+    run.rows.extend(new_rows)
+    with open(Path(config.out_dir) / "metrics.csv", "ab") as f:  # whole rows in one write
         f.write(csv_text(new_rows))
-    finite = torch.isfinite(values)
-    diverged = ~(finite[:, [0, 2, 3]].all(1) | (values[:, 4] > 0)) | ~(finite[:, 1] | (values[:, 5] > 0))
-    if diverged.any():
-        bad = new_rows[int(diverged.nonzero()[0])]
-        raise NonFiniteLoss(f"non-finite loss at step {bad[0]} (d_loss={bad[2]}, g_loss={bad[3]})")
-    streak = next((n for n, row in enumerate(reversed(rows)) if not (row[8] or row[9])), len(rows))
+    last = dict(zip(METRIC_COLUMNS, new_rows[-1]))
+    if run.writer is not None:
+        for name in ("d_loss", "g_loss", "w_dist", "gp", "lr"):
+            run.writer.add_scalar(name, last[name], last["step"])
+    if bar is not None:
+        bar.set_postfix(D=f"{last['d_loss']:.3f}", G=f"{last['g_loss']:.3f}",
+                        W=f"{last['w_dist']:.3f}", GP=f"{last['gp']:.3f}")
+    check_losses(new_rows, run.rows)
+
+
+def check_losses(new_rows, rows):
+    """NonFiniteLoss for a loss that is inf/nan in a step whose update was not skipped, or for
+    SKIPPED_LIMIT steps in a row with a skipped update."""
+    for row in map(lambda values: dict(zip(METRIC_COLUMNS, values)), new_rows):
+        critic_diverged = not all(map(math.isfinite, (row["d_loss"], row["w_dist"], row["gp"])))
+        generator_diverged = not math.isfinite(row["g_loss"])
+        if (critic_diverged and not row["d_skipped"]) or (generator_diverged and not row["g_skipped"]):
+            raise NonFiniteLoss(f"non-finite loss at step {row['step']} (d_loss={row['d_loss']}, "
+                                f"g_loss={row['g_loss']})")
+    streak = 0
+    for row in reversed(rows):
+        if not (row[COLUMN["d_skipped"]] or row[COLUMN["g_skipped"]]):
+            break
+        streak += 1
     if streak >= SKIPPED_LIMIT:
-        raise NonFiniteLoss(f"the fp16 loss scaler skipped an update in each of the {streak} steps to {rows[-1][0]}")
-    d_loss, g_loss, w_dist, gp = new_rows[-1][2:6]
-    bar.set_postfix(D=f"{d_loss:.3f}", G=f"{g_loss:.3f}", W=f"{w_dist:.3f}", GP=f"{gp:.3f}")
+        raise NonFiniteLoss(f"the fp16 loss scaler skipped an update in each of the {streak} steps "
+                            f"to {rows[-1][COLUMN['step']]}")
 
 
 def check_finite(modules, step):
@@ -831,176 +671,80 @@ def check_finite(modules, step):
         raise NonFiniteLoss(f"a weight became inf/nan by step {step}")
 
 
-def write_epoch_outputs(sampler, discriminator, fixed, epoch, config, class_names, writer):
-    """generator.pkl, its snapshot, discriminator.pkl and the epoch's samples, all before the checkpoint
-    that marks the epoch done: a run stopped in between redoes the epoch, so no file is ever stale."""
+def write_epoch_outputs(run, config, epoch, class_names):
+    """generator.pkl, its snapshot, discriminator.pkl and the epoch's samples, all before the
+    checkpoint that marks the epoch done: a run stopped in between redoes the epoch, so no file is
+    ever stale. The EMA generator, when there is one, is what is saved and sampled."""
     out_dir = Path(config.out_dir)
+    sampler = run.parts["ema"] if run.parts["ema"] is not None else run.parts["generator"]
     if config.ema_decay > 0:
         sampler = recalibrated_batchnorm(sampler, config, config.seed + epoch)
     save_state_dict(sampler, out_dir / "generator.pkl")
     if config.snapshot_every and epoch % config.snapshot_every == 0:
         (out_dir / "snapshots").mkdir(exist_ok=True)
         save_state_dict(sampler, out_dir / "snapshots" / f"generator_epoch_{epoch:03d}.pkl")
-    save_state_dict(discriminator, out_dir / "discriminator.pkl")
-    images = save_samples(sampler, *fixed, out_dir / f"samples_epoch_{epoch:03d}.png", class_names)
-    if writer is not None:
-        writer.add_image("fixed_noise_samples", make_grid(images, normalize=True, value_range=(-1, 1)), epoch)
+    save_state_dict(run.parts["discriminator"], out_dir / "discriminator.pkl")
+    path = out_dir / f"samples_epoch_{epoch:03d}.png"
+    images = save_samples(sampler, *run.fixed, path, class_names)
+    if run.writer is not None:
+        grid = make_grid(images, normalize=True, value_range=(-1, 1))
+        run.writer.add_image("fixed_noise_samples", grid, epoch)
 
 
-def train_gan(generator, discriminator, dataloader, config):
-    """Train in place on an InMemoryLoader, writing checkpoints, weights, samples and metrics into config.out_dir
-    (continuing from its checkpoint.pt with config.resume); returns the run's numbers (as in run_info.json)."""
-    out_dir, device = Path(config.out_dir), dataloader.device
-    dtype = amp_dtype(config, device)
-    autocast = lambda: torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-    opt_g, opt_d = make_optimizers(generator, discriminator, config, device)
-    total_steps = config.epochs * len(dataloader)
-    ema = copy.deepcopy(generator).requires_grad_(False) if config.ema_decay > 0 else None
-    parts = {"generator": generator, "discriminator": discriminator, "ema": ema, "opt_g": opt_g, "opt_d": opt_d,
-             "sched_g": lr_schedule(opt_g, config, total_steps), "sched_d": lr_schedule(opt_d, config, total_steps),
-             **{name: torch.amp.GradScaler(device.type, init_scale=FP16_INITIAL_SCALE[name],
-                                           enabled=dtype == torch.float16)  # pass-through unless fp16
-                for name in ("scaler_g", "scaler_d")}}
-    sampler = ema if ema is not None else generator
-    run_generator = torch.compile(generator) if config.compile else generator
-    pixels = hashlib.sha1(dataloader.images.cpu().numpy().data, usedforsecurity=False).hexdigest()[:16]  # ~0.2 s
-    state = {"epoch": 0, "batch": 0, "step": 0, "g_steps": 0, "ema_updates": 0, "images_seen": 0,
-             "elapsed": 0.0, "images": len(dataloader.images), "data": pixels}
-    checkpoint_path = out_dir / "checkpoint.pt"
-    rows = restore_checkpoint(checkpoint_path, parts, state, config, device) if config.resume else []
-    if out_of_time(config, state["elapsed"]):
-        raise ConfigError(f"--minutes {config.minutes:g}: the run has trained {state['elapsed'] / 60:.2f} "
-                          f"minutes already; to go on, pass a larger --minutes, or --minutes 0 to train to "
-                          f"the end of its --epochs ({config.epochs})")
-    # samples_epoch_XXX.png: the same 64 z's every epoch, and 8 classes spread over all, one a row
-    fixed = (torch.randn(64, config.z_dim, generator=torch.Generator().manual_seed(config.seed)).to(device),
-             torch.linspace(0, max(generator.num_classes - 1, 0), 8).round().long().repeat_interleave(8).to(device))
-    last_g_loss = torch.tensor(rows[-1][3] if rows else float("nan"), device=device)  # logged every critic step
-    g_skipped = torch.zeros((), device=device)
-    data = {"channels": dataloader.images.size(1), "class_names": dataloader.class_names}
-    write_json(out_dir / "config.json", {"variant": VARIANT, "script": Path(__file__).stem, "config": run_settings(config),
-                                         "data": data, "torch": torch.__version__, "device": str(device)})
-    # rewritten from the checkpoint's rows: drops the steps a stopped run made after it
-    header = ",".join(METRIC_COLUMNS).encode() + b"\n"
-    preprocess.write_atomically(out_dir / "metrics.csv", lambda f: f.write(header + csv_text(rows)))
-    save = lambda: save_checkpoint(checkpoint_path, parts, state, rows, config, device)
-    pending = []  # per-step metrics still on the device: read back every log_every steps (one sync)
-    writer = None  # or TensorBoard's; purge_step drops what a stopped run logged after the checkpoint
-    if config.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter  # optional: run_training checked that it is there
-        writer = SummaryWriter(out_dir / "tensorboard", purge_step=state["step"] or None)
-
-    generator.train()
-    discriminator.train()
-    started = time.perf_counter() - state["elapsed"]
-    pace_start, pace_step = time.perf_counter(), state["step"] + config.log_every
-    with _StopRequest() as stop, warnings.catch_warnings(), writer or contextlib.nullcontext():
-        # a step the fp16 scaler skips looks to the LR scheduler like a missed optimizer.step(): expected
-        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
-        for epoch in range(state["epoch"], config.epochs):
-            if out_of_time(config, state["elapsed"]):  # spent while the last epoch's outputs were written
-                break
-            epoch_start, first_batch = time.perf_counter(), state["batch"]
-            bar = tqdm(total=len(dataloader), initial=first_batch, desc=f"epoch {epoch + 1}/{config.epochs}",
-                       leave=False, disable=not config.progress, dynamic_ncols=True)
-            for index, real, labels in dataloader.batches(epoch, start=first_batch):
-                d_loss, w_dist, gp, skipped = critic_step(run_generator, discriminator, real, labels, opt_d,
-                                                          parts["scaler_d"], config, autocast)
-                if state["step"] % config.n_critic == 0:  # the generator steps on the 1st of n_critic batches
-                    discriminator.requires_grad_(False)  # no critic weight gradients in the G step
-                    last_g_loss, g_skipped = generator_step(run_generator, discriminator, real, labels, opt_g,
-                                                            parts["scaler_g"], config, autocast)
-                    discriminator.requires_grad_(True)
-                    if ema is not None:
-                        update_ema(ema, generator, config.ema_decay, state["ema_updates"])
-                        state["ema_updates"] += 1
-                    state["g_steps"] += 1
-                lr = opt_g.param_groups[0]["lr"]
-                parts["sched_g"].step()
-                parts["sched_d"].step()
-                state.update(step=state["step"] + 1, batch=index + 1, images_seen=state["images_seen"] + real.size(0))
-                pending.append((state["step"], epoch + 1, [d_loss, last_g_loss, w_dist, gp, skipped, g_skipped], lr,
-                                time.perf_counter() - started))
-                bar.update(1)
-                at_checkpoint = config.checkpoint_every and state["step"] % config.checkpoint_every == 0
-                if stop.signum:
-                    tqdm.write(f"{signal.Signals(stop.signum).name}: saving a checkpoint at step {state['step']} ...")
-                if state["step"] % config.log_every == 0 or at_checkpoint or stop.signum:
-                    flush_metrics(pending, rows, out_dir, bar, writer)
-                if state["step"] == pace_step:
-                    report_pace(config, state, total_steps, pace_start, started, dataloader.device)
-                if at_checkpoint or stop.signum:
-                    state["elapsed"] = time.perf_counter() - started
-                    check_finite([generator, discriminator], state["step"])
-                    save()
-                if stop.signum:
-                    bar.close()
-                    raise TrainingInterrupted(stop.signum)
-                if out_of_time(config, time.perf_counter() - started):
-                    break  # no further step: this (partial) epoch's outputs, then the final ones
-            flush_metrics(pending, rows, out_dir, bar, writer)
-            bar.close()
-            batches = state["batch"] - first_batch
-            if state["batch"] == len(dataloader):  # a partial epoch stays unfinished: a resume completes it
-                state.update(epoch=epoch + 1, batch=0)
-            check_finite([generator, discriminator], state["step"])  # before anything is written
-            write_epoch_outputs(sampler, discriminator, fixed, epoch + 1, config, dataloader.class_names, writer)
-            state["elapsed"] = time.perf_counter() - started  # the outputs' time counts against --minutes
-            write_run_info(config, generator, discriminator, dataloader, state, device)
-            save()  # last: the epoch counts as done only once all its files are whole
-            seconds, images = time.perf_counter() - epoch_start, batches * dataloader.batch_size
-            d_loss, g_loss, w_dist, gp = rows[-1][2:6]
-            tqdm.write(f"epoch {epoch + 1}/{config.epochs}  D {d_loss:.4f}  G {g_loss:.4f}  W {w_dist:.4f}  "
-                       f"GP {gp:.4f}  {seconds:.1f}s  {images / seconds:.0f} img/s")
-        if state["epoch"] < config.epochs:
-            tqdm.write(f"--minutes {config.minutes:g} spent at step {state['step']}, in epoch "
-                       f"{state['epoch'] + 1}. To train on: {resume_command(out_dir)} --minutes M "
-                       f"(M > {config.minutes:g}, the budget in all), or --minutes 0 to train to the end of "
-                       f"its --epochs ({config.epochs})")
-    return write_run_info(config, generator, discriminator, dataloader, state, device)
+@torch.no_grad()
+def recalibrated_batchnorm(ema, config, seed):
+    """A copy of the EMA generator with BatchNorm statistics measured on its own weights: the
+    averaged running mean/var are the raw generator's, of other weights, and misstate the samples'
+    contrast. Train-mode passes on fresh z, a cumulative average (momentum None), a private RNG."""
+    calibrated = copy.deepcopy(ema).train()
+    for norm in calibrated.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            norm.reset_running_stats()
+            norm.momentum = None
+    noise = torch.Generator().manual_seed(seed)
+    device = next(calibrated.parameters()).device
+    for _ in range(BN_CALIBRATION_BATCHES):
+        labels = torch.randint(max(calibrated.num_classes, 1), (config.batch_size,), generator=noise)
+        z = torch.randn(config.batch_size, config.z_dim, generator=noise)
+        calibrated(z.to(device), labels.to(device))
+    return calibrated.train(False)
 
 
-def report_pace(config, state, total_steps, pace_start, started, device):
-    """Once, after the first log_every steps of a session (timed from pace_start): how long the run
-    will take at this speed, and whether a --minutes budget (counted from started) ends it before its
-    learning rate has decayed."""
-    now = time.perf_counter()
-    per_step = (now - pace_start) / config.log_every
-    hours = (total_steps - state["step"]) * per_step / 3600
-    message = (f"pace: {per_step:.2f} s a step here, so the {config.epochs} epochs ({total_steps:,} "
-               f"steps) need about {hours:.1f} h more")
-    if device.type == "cpu" and hours > 0.5 and "cpu" in PRESETS and not config.minutes:
-        message += "; for a run of 10 minutes on a CPU, use --preset cpu"
-    if config.minutes:
-        last_step = min(total_steps, state["step"] + round((60 * config.minutes - (now - started)) / per_step))
-        message += f"; --minutes {config.minutes:g} stops it near step {last_step:,}"
-        if config.lr_schedule != "constant" and last_step < total_steps:
-            message += (f", {last_step / total_steps:.0%} of the way through its {config.lr_schedule} "
-                        "learning-rate decay (--lr-schedule constant suits a run stopped by time)")
-    tqdm.write(message)
-
-
-def out_of_time(config, elapsed):
-    """Whether elapsed seconds of training spend the --minutes budget (checked after every step and
-    before every epoch, so no step starts once it is spent)."""
-    return config.minutes > 0 and elapsed >= 60 * config.minutes
-
-
-def write_run_info(config, generator, discriminator, dataloader, state, device):
-    """What compare.py needs to put this run beside the others."""
-    info = {"variant": VARIANT, "script": Path(__file__).stem, "generator_params": count_parameters(generator),
-            "critic_params": count_parameters(discriminator), "epochs_done": state["epoch"], "epochs": config.epochs,
-            "generator_steps": state["g_steps"], "critic_steps": state["step"], "images_seen": state["images_seen"],
-            "wall_time_s": round(state["elapsed"], 2), "device": str(device),
-            "images_per_s": round(state["images_seen"] / max(state["elapsed"], 1e-9), 2),
-            "img_size": config.img_size, "z_dim": config.z_dim, "batch_size": config.batch_size,
-            "cache_path": getattr(dataloader, "cache_path", ""),
-            "finished": state["epoch"] >= config.epochs or out_of_time(config, state["elapsed"])}
+def write_run_info(run, dataloader, config):
+    """run_info.json: what compare.py needs to put this run beside the others."""
+    state = run.state
+    info = {
+        "variant": VARIANT,
+        "script": Path(__file__).stem,
+        "generator_params": count_parameters(run.parts["generator"]),
+        "critic_params": count_parameters(run.parts["discriminator"]),
+        "epochs_done": state["epoch"],
+        "epochs": config.epochs,
+        "generator_steps": state["g_steps"],
+        "critic_steps": state["step"],
+        "images_seen": state["images_seen"],
+        "wall_time_s": round(state["elapsed"], 2),
+        "device": str(run.device),
+        "images_per_s": round(state["images_seen"] / max(state["elapsed"], 1e-9), 2),
+        "img_size": config.img_size,
+        "z_dim": config.z_dim,
+        "batch_size": config.batch_size,
+        "cache_path": getattr(dataloader, "cache_path", ""),
+        "finished": state["epoch"] >= config.epochs or out_of_time(config, state["elapsed"]),
+    }
     write_json(Path(config.out_dir) / "run_info.json", info)
     return info
 
 
-# ----------------------------------------------------------------------------- outputs and analysis
+def fingerprint(images):
+    """A short hash of the training images' pixels (about 0.2 s): a resume on other data is refused."""
+    return hashlib.sha1(images.cpu().numpy().data, usedforsecurity=False).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------- outputs
+PER_CLASS_GRID = 10  # images of each class in a conditional run's samples_per_class.png
+
+
 @torch.no_grad()
 def generate(generator, z, device, labels=None, chunk=128):
     """Images in [-1, 1] on the CPU, with the generator in eval mode (BatchNorm's running stats);
@@ -1143,7 +887,442 @@ def sample_from_weights(config, given):
     return 0
 
 
-# ----------------------------------------------------------------------------- main
+# ------------------------------------------------------------------------------------ command line
+class ConfigError(Exception):
+    """A user mistake in the configuration; the message says what to do."""
+
+
+class WeightsError(Exception):
+    """A weights or checkpoint file that cannot be used; the message says why."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line instead of argparse's usage wall: the Config has many fields.
+        raise ConfigError(f"{message} (see --help)")
+
+
+def flag(name):
+    """The command-line flag of a Config field: lr_generator -> --lr-generator."""
+    return "--" + name.replace("_", "-")
+
+
+def build_parser():
+    """A flag for every Config field; the comment after the field is its --help text."""
+    parser = _Parser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,  # so that only the flags a user typed are returned
+    )
+    field_comment = r"^\s+(\w+): [^=]+= .*?  # (.*)$"
+    comments = dict(re.findall(field_comment, inspect.getsource(Config), flags=re.M))
+    for field in dataclasses.fields(Config):
+        help_text = f"{comments.get(field.name, '')} (default: {field.default})"
+        if isinstance(field.default, bool):
+            parser.add_argument(flag(field.name), action=argparse.BooleanOptionalAction,
+                                help=help_text)
+        elif isinstance(field.default, tuple):
+            parser.add_argument(flag(field.name), nargs=len(field.default), type=float,
+                                help=help_text)
+        else:
+            parser.add_argument(flag(field.name), type=type(field.default), help=help_text)
+    return parser
+
+
+def parse_config(argv=None):
+    """(Config, the fields typed on the command line): the typed fields over the --preset's over the defaults.
+    A resumed run or a --sample takes the rest from its config.json, which holds the preset's values."""
+    given = vars(build_parser().parse_args(argv))
+    given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items()}
+    if given.get("preset", "") not in {"", *PRESETS}:
+        raise ConfigError(f"--preset must be {' or '.join(PRESETS) or 'empty (this script has none)'}, got "
+                          f"{given['preset']!r}")
+    return Config(**{**PRESETS.get(given.get("preset"), {}), **given}), given
+
+
+POSITIVE = ["epochs", "batch_size", "z_dim", "g_channels", "d_channels", "n_critic", "log_every",
+            "num_samples", "synthetic_images", "synthetic_classes", "lr_generator", "lr_discriminator"]
+NOT_NEGATIVE = ["rotations", "checkpoint_every", "snapshot_every", "preprocess_workers", "max_angle",
+                "warmup_steps", "per_class", "minutes"]
+CHOICES = {"lr_schedule": ("cosine", "linear", "constant"), "amp": ("auto", "bf16", "fp16", "off"),
+           "upsample": ("transpose", "nearest")}
+
+
+def validate_config(config):
+    """Raise a ConfigError that names the flag and what it takes, for the first value that is wrong."""
+    for name in POSITIVE:
+        if not getattr(config, name) > 0:  # also catches nan
+            raise ConfigError(f"{flag(name)} must be > 0, got {getattr(config, name)}")
+    for name in NOT_NEGATIVE:
+        if not getattr(config, name) >= 0:
+            raise ConfigError(f"{flag(name)} must be >= 0, got {getattr(config, name)}")
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        numbers = value if isinstance(value, tuple) else [value]
+        if any(isinstance(number, float) and not math.isfinite(number) for number in numbers):
+            raise ConfigError(f"{flag(field.name)} must be a finite number, got {value}")
+    for name, choices in CHOICES.items():
+        if getattr(config, name) not in choices:
+            raise ConfigError(f"{flag(name)} must be {' or '.join(choices)}, "
+                              f"got {getattr(config, name)!r}")
+    for name in ["seed", "data_seed"]:
+        if not 0 <= getattr(config, name) < 2 ** 32:  # numpy's seed range
+            raise ConfigError(f"{flag(name)} must be in [0, 2**32), got {getattr(config, name)}")
+
+    if config.resume and config.overwrite:
+        raise ConfigError("--resume continues the run in --out-dir and --overwrite deletes it: "
+                          "pass one of them")
+    if config.z_dim < 2:
+        raise ConfigError(f"--z-dim must be at least 2 (the latent analysis projects z to 2-D), "
+                          f"got {config.z_dim}")
+    if config.img_size not in (32, 64, 128, 256):
+        raise ConfigError(f"--img-size must be 32, 64, 128 or 256, got {config.img_size}")
+    halvings = int(math.log2(config.img_size)) - 3  # the models halve their width this often
+    for name in ["g_channels", "d_channels"]:
+        if getattr(config, name) % 2 ** halvings:
+            raise ConfigError(f"{flag(name)} must be a multiple of {2 ** halvings} at --img-size "
+                              f"{config.img_size} (it is halved per block)")
+    if not 0 <= config.ema_decay < 1:
+        raise ConfigError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
+    if config.latent_pool < 8:
+        raise ConfigError(f"--latent-pool must be at least 8, got {config.latent_pool}")
+    if not set(filter(None, config.diffaugment.split(","))) <= {"color", "translation", "cutout"}:
+        raise ConfigError(f"--diffaugment takes color, translation and cutout, comma-separated; "
+                          f"got {config.diffaugment!r}")
+    if config.classes and not config.per_class:
+        raise ConfigError("--classes chooses the classes of --per-class: pass --per-class N too")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", config.device):
+        raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {config.device!r}")
+    method_checks(config)
+
+
+def config_from_dict(values):
+    """A Config from a dict (config.json, a checkpoint), ignoring unknown keys."""
+    names = {f.name: f for f in dataclasses.fields(Config)}
+    kept = {k: (tuple(v) if isinstance(names[k].default, tuple) else v)
+            for k, v in values.items() if k in names}
+    return Config(**kept)
+
+
+# Actions of one command, not settings of a run: saved, a later --resume would inherit --overwrite.
+ACTIONS = ("resume", "overwrite")
+
+
+def run_settings(config):
+    """The Config as config.json and the checkpoint record it: every field but the ACTIONS."""
+    return {name: value for name, value in asdict(config).items() if name not in ACTIONS}
+
+
+def read_config(path):
+    """The Config a run was trained with, from its config.json."""
+    try:
+        return config_from_dict(json.loads(Path(path).read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"cannot read the run's config {path}: {error}") from None
+
+
+# ------------------------------------------------------------------------------- devices and seeds
+def resolve_device(name):
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
+                          f"cuda:{torch.cuda.device_count() - 1}")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: MPS is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def cpu_has_native_bf16():
+    """AVX512-BF16 or AMX: there bf16 autocast is faster; elsewhere it is emulated, and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: do not guess
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def amp_dtype(config, device):
+    """bf16 has fp32's exponent range and needs no loss scaler; fp16 (a T4's or V100's fast tensor cores)
+    underflows small gradients, so it comes with a GradScaler (train_gan, scaled_step)."""
+    if config.amp != "auto":
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[config.amp]
+    if device.type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+        if capability >= (8, 0):  # bf16 tensor cores from Ampere on; older GPUs only emulate bf16, slowly
+            return torch.bfloat16
+        if capability >= (7, 0):  # fp16 tensor cores: V100, T4, Turing
+            return torch.float16
+        return None  # Pascal and older have no tensor cores and run fp16 no faster (consumer Pascal 1/64)
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+
+
+def keep_freed_cpu_memory(device):
+    """glibc gives freed blocks over 128 KB back to the OS, so each CPU step page-faults its activations in
+    afresh: keeping up to 128 MB (blocks under 16 MB from the heap) makes a width-128 step ~11% faster."""
+    if device.type == "cpu" and sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, say): nothing to set
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-3, 16 << 20), libc.mallopt(-1, 128 << 20)  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+
+
+def seed_everything(seed, deterministic):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # cudnn.benchmark picks the fastest kernels by timing them, which can differ run to run.
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+
+
+# -------------------------------------------------------------------------------------------- data
+class InMemoryLoader:
+    """Batches of (images in [-1, 1], their class labels) from uint8 images held on the training device.
+
+    Decoding JPEGs every epoch costs more than the training step on a small machine, so the
+    preprocessed images are decoded once and kept as uint8 (8,189 x 3 x 64 x 64 is 100 MB);
+    shuffling, random horizontal flips and scaling happen on the device. The order of an epoch
+    depends only on (seed, epoch), so a run resumed in the middle of an epoch sees the same batches.
+    """
+
+    def __init__(self, images, labels, batch_size, seed, device, channels_last=True):
+        if len(images) < batch_size:
+            raise ConfigError(f"--batch-size {batch_size} is larger than the data set ({len(images)} images)")
+        self.images = images.to(device)  # once, at start-up: no host-to-device copy per step
+        self.labels = labels.to(device)
+        self.batch_size, self.seed, self.device = batch_size, seed, torch.device(device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __len__(self):
+        return len(self.images) // self.batch_size  # drop the last partial batch (BatchNorm)
+
+    def batches(self, epoch, start=0):
+        order = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        permutation = torch.randperm(len(self.images), generator=order).to(self.device)
+        flips = (torch.rand(len(self.images), generator=order) < 0.5).to(self.device)
+        for index in range(start, len(self)):
+            picked = permutation[index * self.batch_size:(index + 1) * self.batch_size]
+            real = self.images[picked].float().div_(127.5).sub_(1.0)
+            real = torch.where(flips[picked, None, None, None], real.flip(3), real)
+            yield index, real.contiguous(memory_format=self.memory_format), self.labels[picked]
+
+
+# ------------------------------------------------------------- checkpoints, stops and safe loading
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM arrived; a checkpoint was saved at the last finished step."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class NonFiniteLoss(Exception):
+    """A loss or weight became inf/nan; nothing was saved after the last good checkpoint."""
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked after each step; a second Ctrl-C stops at once."""
+    signum = None
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum  # only a flag: printing here could interrupt a write in progress
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def save_checkpoint(run, config):
+    """checkpoint.pt: everything a resume needs: the parts' state_dicts, the counters, the metrics,
+    every RNG."""
+    checkpoint = {name: None if part is None else part.state_dict() for name, part in run.parts.items()}
+    metrics = torch.tensor(run.rows, dtype=torch.float64).reshape(-1, len(METRIC_COLUMNS))
+    checkpoint.update(state=dict(run.state), metrics=metrics, rng=rng_states(run.device),
+                      config=run_settings(config))
+    path = Path(config.out_dir) / "checkpoint.pt"
+    preprocess.write_atomically(path, lambda f: torch.save(checkpoint, f))
+
+
+def restore_checkpoint(path, parts, state, config, device):
+    """Load path into the parts (models, optimisers, schedulers) and state; returns the metric rows."""
+    checkpoint = load_checkpoint(path)
+    saved = checkpoint["state"]
+    if saved["images"] != state["images"]:
+        raise ConfigError(f"the data changed since the checkpoint ({saved['images']} images then, "
+                          f"{state['images']} now): resume with the same data settings")
+    if saved["data"] != state["data"]:
+        raise ConfigError("the data changed since the checkpoint (as many images, other pixels): resume "
+                          "with the --data-dir (and Pillow version) the run was trained on")
+    done = saved["epoch"] + (saved["batch"] > 0)  # a started epoch counts
+    if config.epochs < done:
+        raise ConfigError(f"--epochs {config.epochs}: the run is at epoch {done} already; pass at least "
+                          f"--epochs {done} to go on")
+    for name in ("generator", "discriminator", "ema"):
+        if parts[name] is not None and checkpoint[name] is not None:
+            load_weights(parts[name], checkpoint[name], path)
+    for name in ("opt_g", "opt_d"):
+        for group, fresh in zip(checkpoint[name]["param_groups"], parts[name].param_groups):
+            # this machine's kernels, not the checkpoint's: a CPU run resumed on a GPU gets fused Adam
+            group.update({key: fresh[key] for key in ("fused", "foreach") if key in fresh})
+        parts[name].load_state_dict(checkpoint[name])
+    for name in ("scaler_g", "scaler_d"):
+        if checkpoint[name]:  # empty when the run had no fp16 scaler; a resumed fp16 run keeps its scale
+            parts[name].load_state_dict(checkpoint[name])
+    for name, lr in (("sched_g", config.lr_generator), ("sched_d", config.lr_discriminator)):
+        parts[name].load_state_dict(checkpoint[name])
+        parts[name].base_lrs = [lr]  # the Config may lower the LR on resume (after a NaN, say)
+        parts[name].optimizer.param_groups[0]["lr"] = lr * parts[name].lr_lambdas[0](parts[name].last_epoch)
+    state.update(saved)
+    if parts["ema"] is not None and checkpoint["ema"] is None:  # EMA switched on now: it starts from the generator
+        state["ema_updates"] = 0
+    set_rng_states(checkpoint["rng"], device)
+    return [[int(row[0]), int(row[1]), *row[2:]] for row in checkpoint["metrics"].tolist()]
+
+
+def load_checkpoint(path):
+    """The checkpoint's dict; a file that is only unreachable now is not called damaged."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"no checkpoint at {path}; start without --resume") from None
+    except (OSError, MemoryError) as error:  # permissions, an I/O error, a folder, no memory: the file may be fine
+        raise WeightsError(f"cannot read the checkpoint {path}: {one_line(error)}; fix that and run the command "
+                           "again (nothing was changed)") from None
+    except Exception as error:  # truncated zip, foreign file, refused global: unusable
+        if "allocate" in str(error):  # torch's out-of-memory is a RuntimeError
+            raise WeightsError(f"out of memory while reading the checkpoint {path}: free some memory and run the "
+                               "command again (nothing was changed)") from None
+        # (torch's own message would suggest weights_only=False: unsafe advice for a stranger's file)
+        raise WeightsError(f"checkpoint {path} is damaged or not a checkpoint of these scripts ("
+                           f"{one_line(error)[:80]}); restore a copy, or start again with --overwrite") from None
+
+
+def csv_text(rows):
+    """metrics.csv's lines for these rows. The losses of an update that the fp16 scaler skipped (its
+    gradients overflowed, so nothing was learned) are left blank when they are not finite: a reader
+    or a plot would take a NaN there for a diverged run."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for row in rows:
+        cells = dict(zip(METRIC_COLUMNS, row))
+        for loss, skipped in analysis.SKIPPED_BY.items():
+            if cells[skipped] == 1 and not math.isfinite(cells[loss]):
+                cells[loss] = ""
+        writer.writerow(cells.values())
+    return buffer.getvalue().encode()
+
+
+def rng_states(device):
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()  # loadable with weights_only
+    # Only the training GPU's generator: a checkpoint must resume on a machine with fewer GPUs.
+    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_states(states, device):
+    random.setstate((states["python"][0], tuple(states["python"][1]), states["python"][2]))
+    numpy_state = copy.deepcopy(states["numpy"])
+    numpy_state["state"]["key"] = np.array(numpy_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def save_state_dict(module, path):
+    """A state_dict as a pickle of CPU tensors, so it loads on a machine without a GPU."""
+    state = collections.OrderedDict((k, v.detach().cpu()) for k, v in module.state_dict().items())
+    preprocess.write_atomically(path, lambda f: pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+class _StateDictUnpickler(pickle.Unpickler):
+    # A pickle can name any callable and have it run on load. A state_dict needs only these
+    # three; torch's own storage loader is swapped for one that loads with weights_only=True.
+    ALLOWED = {("collections", "OrderedDict"): collections.OrderedDict,
+               ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+               ("torch.storage", "_load_from_bytes"): lambda data: torch.load(io.BytesIO(data), weights_only=True)}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a state_dict never holds")
+        return self.ALLOWED[(module, name)]
+
+
+def load_state_dict_safely(path):
+    """Load a .pkl state_dict without running code from it (a classmate's file can be hostile)."""
+    try:
+        with open(path, "rb") as f:
+            state = _StateDictUnpickler(f).load()
+    except FileNotFoundError:
+        raise WeightsError(f"no weights file at {path}") from None
+    except Exception as error:  # a truncated or foreign file can fail in many ways inside pickle
+        if zipfile.is_zipfile(path):
+            raise WeightsError(f"{path} is a checkpoint (torch.save), not a generator.pkl: pass the "
+                               "generator.pkl of the same run") from None
+        raise WeightsError(f"refusing {path}: not a plain state_dict ({one_line(error)})") from None
+    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in state.items())):
+        raise WeightsError(f"refusing {path}: it holds no state_dict of tensors")
+    return state
+
+
+def one_line(error):
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def load_weights(module, state, path):
+    """load_state_dict with a message that names the mismatch and the Config fields behind it."""
+    expected = module.state_dict()
+    for key, value in expected.items():
+        if key not in state:
+            raise WeightsError(f"{path} does not fit the Config: it has no '{key}' (--conditional? --upsample?)")
+        if state[key].shape != value.shape:
+            raise WeightsError(
+                f"{path} does not fit the Config: '{key}' has shape {list(state[key].shape)} in the file "
+                f"but {list(value.shape)} here; pass the --z-dim / --g-channels / --d-channels / "
+                "--img-size / --upsample the weights were trained with")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise WeightsError(f"{path} does not fit the Config: unexpected '{extra[0]}' (another --img-size or "
+                           "--conditional?)")
+    module.load_state_dict(state)
+
+
+def load_generator(weights_path, config, device="cpu", data=None):
+    """A Generator in eval mode with the weights of a generator.pkl (used by --sample and compare.py).
+    data: config.json's "data" ({"channels", "class_names"}); None is 3 channels, no classes."""
+    data = data or {"channels": 3, "class_names": []}
+    generator = Generator(config, len(data["class_names"]) if config.conditional else 0, data["channels"])
+    load_weights(generator, load_state_dict_safely(weights_path), weights_path)
+    return generator.to(device).train(False)
+
+
+def count_parameters(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def write_json(path, data):
+    preprocess.write_atomically(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
+
+
+# -------------------------------------------------------------------------------------------- main
 RUN_FILES = ["checkpoint.pt", "config.json", "metrics.csv", "run_info.json", "generator.pkl", "discriminator.pkl",
              "training_losses.png", "generated_samples.png", "latent_space_analysis.png", "latent_l2_norms.txt",
              "interpolation.png", "latent_traversal.png"]
@@ -1194,7 +1373,7 @@ def resumed_config(out_dir, given):
     changed = [name for name, value in given.items()
                if name not in RESUME_MAY_CHANGE and getattr(config, name) != value]
     if changed:
-        flags = ", ".join(f"--{name.replace('_', '-')} (was {getattr(config, name)})" for name in changed)
+        flags = ", ".join(f"{flag(name)} (was {getattr(config, name)})" for name in changed)
         raise ConfigError(f"--resume cannot change {flags}: start a new run with another --out-dir")
     config = config_from_dict({**asdict(config), **given})
     validate_config(config)

@@ -1,6 +1,7 @@
 """--minutes (a wall-clock budget) and --preset (a named recipe under the typed flags)."""
 import importlib
 import json
+import types
 
 import pytest
 import torch
@@ -81,9 +82,10 @@ def test_the_pace_names_the_decay_that_a_budget_cuts_short(monkeypatch):
     config = gan_complete.Config(epochs=60, minutes=10, lr_schedule="cosine", log_every=10)
     messages = []
     monkeypatch.setattr(gan_complete.tqdm, "write", messages.append)
-    now = gan_complete.time.perf_counter()
     # 10 steps in 2 s: 0.2 s a step, so 10 minutes reach about step 3,000 of 46,020
-    gan_complete.report_pace(config, {"step": 10}, 46020, now - 2, now - 2, torch.device("cpu"))
+    run = types.SimpleNamespace(state={"step": 10}, total_steps=46020, device=torch.device("cpu"),
+                                started=gan_complete.time.perf_counter() - 2, elapsed_at_start=0.0)
+    gan_complete.report_pace(run, config)
     assert messages[0].startswith("pace: 0.20 s a step here, so the 60 epochs (46,020 steps) need about 2.6 h")
     assert "stops it near step 3,00" in messages[0]
     assert "7% of the way through its cosine learning-rate decay (--lr-schedule constant" in messages[0]

@@ -32,7 +32,7 @@ def test_an_edited_copy_fails_and_names_the_block(tmp_path):
     edited = edited.replace("    return sum(p.numel() for p in module.parameters())",
                             "    return sum(p.numel() for p in module.parameters() if p.requires_grad)")
     problems = shared_blocks.drift(read("gan_complete.py"), edited)
-    assert problems == ["shared block 'count_parameters' differs", "shared block 'check_finite' differs"]
+    assert problems == ["shared block 'check_finite' differs", "shared block 'count_parameters' differs"]
 
 
 def test_a_drifted_comment_above_a_shared_block_fails_and_sync_restores_it():

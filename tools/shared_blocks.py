@@ -99,24 +99,37 @@ def drift(reference_source, other_source):
     return problems
 
 
+def gaps(source):
+    """{name: the blank lines between the block before it and the block} of the top-level blocks."""
+    lines = source.splitlines(keepends=True)
+    found, last_end = {}, 0
+    for name, (start, end, _) in blocks(source).items():
+        found[name] = "".join(lines[last_end:start - 1])
+        last_end = end
+    return found
+
+
 def sync(reference_source, other_source):
-    """other_source with every shared block replaced by the reference's text; a shared block it
-    lacks is inserted after the block that precedes it in the reference."""
+    """other_source rebuilt in the reference's order: every shared block in the reference's text,
+    the method-specific blocks in the other's own text. A block that only the other has (its
+    method's own) stays after the block it followed there."""
     reference, other = blocks(reference_source), blocks(other_source)
-    lines = other_source.splitlines(keepends=True)
-    for name, (start, end, _) in sorted(other.items(), key=lambda item: -item[1][0]):
-        if name in reference and name not in METHOD_SPECIFIC:
-            lines[start - 1:end] = [reference[name][2]]
-    source = "".join(lines)
-    names = list(reference)
-    for index, name in enumerate(names):
-        if name in METHOD_SPECIFIC or name in blocks(source) or index == 0:
-            continue
-        end = blocks(source)[names[index - 1]][1]  # the predecessor is there by now
-        lines = source.splitlines(keepends=True)
-        lines[end:end] = ["\n", "\n", reference[name][2]]
-        source = "".join(lines)
-    return source
+    reference_gaps, other_gaps = gaps(reference_source), gaps(other_source)
+    followers, previous = {}, None  # the other's own blocks, by the shared block before them
+    for name in other:
+        if name in reference:
+            previous = name
+        else:
+            followers.setdefault(previous, []).append(name)
+    parts = []
+    for name in [None, *reference]:
+        if name in METHOD_SPECIFIC and name in other:
+            parts += [reference_gaps[name], other[name][2]]
+        elif name is not None and name not in METHOD_SPECIFIC:
+            parts += [reference_gaps[name], reference[name][2]]
+        for own in followers.get(name, []):
+            parts += [other_gaps[own], other[own][2]]
+    return "".join(parts)
 
 
 def main(argv=None):
