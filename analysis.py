@@ -11,6 +11,7 @@ Kept apart from gan_complete.py, wgan_clip.py and dcgan.py as preprocess.py is: 
 any method, and each script stays the one file that tells its method. Every function takes images or
 a draw(z) -> images function, never a model, and writes whole files (preprocess.write_atomically).
 """
+
 import math
 from pathlib import Path
 
@@ -21,10 +22,12 @@ from torchvision.utils import make_grid
 
 from preprocess import write_atomically
 
-CLASSES_PER_PAGE = 34  # rows of one samples_per_class page: the 102 flower classes fill 3 legible pages
+# rows of one samples_per_class page: the 102 flower classes fill 3 legible pages
+CLASSES_PER_PAGE = 34
 
 
-TRAVERSAL_DIMS = 6  # rows of latent_traversal.png per z: the latent dimensions that change the image most
+# rows of latent_traversal.png per z: the latent dimensions that change the image most
+TRAVERSAL_DIMS = 6
 
 
 TRAVERSAL_STEPS = 7  # images along a traversal row (and the grid's side), from -3 to +3 sigma
@@ -32,19 +35,26 @@ TRAVERSAL_STEPS = 7  # images along a traversal row (and the grid's side), from 
 
 # metrics.csv: the update each logged value comes from, and the column that marks it skipped by the
 # fp16 loss scaler (the scripts leave such a value blank when it is not finite)
-SKIPPED_BY = {"d_loss": "d_skipped", "w_dist": "d_skipped", "gp": "d_skipped", "g_loss": "g_skipped"}
+SKIPPED_BY = {
+    "d_loss": "d_skipped",
+    "w_dist": "d_skipped",
+    "gp": "d_skipped",
+    "g_loss": "g_skipped",
+}
 
 
 def smooth(values, window):
     if len(values) < window or window < 2:
         return np.arange(len(values)), values
-    return np.arange(window - 1, len(values)), np.convolve(values, np.ones(window) / window, mode="valid")
+    return np.arange(window - 1, len(values)), np.convolve(
+        values, np.ones(window) / window, mode="valid"
+    )
 
 
 def plot_losses(metrics, path, variant, critic_view):
-    """training_losses.png: the losses against the step (raw, faint) and a moving average.
-    metrics: {column of metrics.csv: its values}. The steps whose update the fp16 loss scaler skipped
-    are left out of the curves of that update's values, and counted in the title."""
+    """training_losses.png: the losses against the step (raw, faint) and a moving average. metrics:
+    {column of metrics.csv: its values}. The steps whose update the fp16 loss scaler skipped are
+    left out of the curves of that update's values, and counted in the title."""
     from matplotlib.figure import Figure  # the OO API: no pyplot, no display, never blocks
 
     steps = metrics["step"]
@@ -52,17 +62,23 @@ def plot_losses(metrics, path, variant, critic_view):
         return
     fig = Figure(figsize=(13, 4.5), layout="constrained")
     left, right = fig.subplots(1, 2)
-    panels = ((left, [("d_loss", "D loss"), ("g_loss", "G loss")]),
-              (right, [("w_dist", "w_dist"), ("gp", "gp")]))
+    panels = (
+        (left, [("d_loss", "D loss"), ("g_loss", "G loss")]),
+        (right, [("w_dist", "w_dist"), ("gp", "gp")]),
+    )
     for ax, columns in panels:
         shown = []
         for column, label in columns:
             kept = metrics[SKIPPED_BY[column]] == 0
-            line, = ax.plot(steps[kept], metrics[column][kept], alpha=0.25, linewidth=0.7)
+            (line,) = ax.plot(steps[kept], metrics[column][kept], alpha=0.25, linewidth=0.7)
             window = max(1, kept.sum() // 100)
             x, y = smooth(metrics[column][kept], window)
-            ax.plot(steps[kept][x], y, color=line.get_color(),
-                    label=f"{label} (moving mean of {window})" if window > 1 else label)
+            ax.plot(
+                steps[kept][x],
+                y,
+                color=line.get_color(),
+                label=f"{label} (moving mean of {window})" if window > 1 else label,
+            )
             shown.append(metrics[column][kept])
         values = np.concatenate(shown)
         values = values[np.isfinite(values)]
@@ -73,7 +89,9 @@ def plot_losses(metrics, path, variant, critic_view):
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.legend()
     skipped = int(metrics["d_skipped"].sum())
-    note = f" ({skipped} critic steps skipped by the fp16 loss scaler, not drawn)" if skipped else ""
+    note = (
+        f" ({skipped} critic steps skipped by the fp16 loss scaler, not drawn)" if skipped else ""
+    )
     left.set_title(f"{variant}: losses{note}")
     right.set_title(critic_view)
     write_atomically(Path(path), lambda f: fig.savefig(f, format="png", dpi=110))
@@ -87,7 +105,9 @@ def save_labelled_grid(images, row_names, path, title, nrow):
     fig = Figure(figsize=(2 + grid.size(2) / 100, 0.6 + grid.size(1) / 100), layout="constrained")
     axis = fig.subplots()
     axis.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-    axis.set_yticks([(images.size(-1) + 2) * (n + 0.5) + 1 for n in range(len(row_names))], row_names)
+    axis.set_yticks(
+        [(images.size(-1) + 2) * (n + 0.5) + 1 for n in range(len(row_names))], row_names
+    )
     axis.set_xticks([])
     axis.set_title(title)
     write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100))
@@ -98,14 +118,22 @@ def class_label(name):
 
 
 def save_per_class_grid(images, names, out_dir):
-    """samples_per_class.png, one row a class; pages of CLASSES_PER_PAGE rows (_p1, _p2, ...) beyond."""
+    """samples_per_class.png, one row a class; pages of CLASSES_PER_PAGE rows (_p1, _p2, ...)
+    beyond."""
     pages = math.ceil(len(names) / CLASSES_PER_PAGE)
     for page in range(pages):
         rows = slice(page * CLASSES_PER_PAGE, (page + 1) * CLASSES_PER_PAGE)
         name = "samples_per_class.png" if pages == 1 else f"samples_per_class_p{page + 1}.png"
-        title = f"{images.size(1)} samples of each class" + (f", page {page + 1} of {pages}" if pages > 1 else "")
-        save_labelled_grid(images[rows].flatten(0, 1), [class_label(n) for n in names[rows]], Path(out_dir) / name,
-                           title, nrow=images.size(1))
+        title = f"{images.size(1)} samples of each class" + (
+            f", page {page + 1} of {pages}" if pages > 1 else ""
+        )
+        save_labelled_grid(
+            images[rows].flatten(0, 1),
+            [class_label(n) for n in names[rows]],
+            Path(out_dir) / name,
+            title,
+            nrow=images.size(1),
+        )
 
 
 def slerp(z0, z1, steps):
@@ -136,7 +164,8 @@ def classical_mds(points):
     classical MDS: the top two eigenvectors of the double-centred squared distances)."""
     squared = torch.cdist(points.double(), points.double()) ** 2
     centring = torch.eye(len(points), dtype=torch.float64) - 1 / len(points)
-    values, vectors = torch.linalg.eigh(-0.5 * centring @ squared @ centring)  # ascending eigenvalues
+    # ascending eigenvalues
+    values, vectors = torch.linalg.eigh(-0.5 * centring @ squared @ centring)
     return (vectors[:, -2:].flip(1) * values[-2:].flip(0).clamp(min=0).sqrt()).float()
 
 
@@ -148,7 +177,9 @@ def latent_space_analysis(draw, config, out_dir, variant, within="", count=3):
     from matplotlib.figure import Figure
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
-    z = torch.randn(config.latent_pool, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1))
+    z = torch.randn(
+        config.latent_pool, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1)
+    )
     images = draw(z)
     # Image distance on 32x32 area-downsampled pixels: shape and colour, not pixel noise.
     features = F.interpolate(images, size=min(32, config.img_size), mode="area").flatten(1)
@@ -156,27 +187,42 @@ def latent_space_analysis(draw, config, out_dir, variant, within="", count=3):
     image_distance = torch.cdist(features, features)[first, second]
     latent_distance = torch.cdist(z, z)[first, second]
     order, used = image_distance.argsort(), set()
-    groups = {"similar": pick_pairs(order, first, second, count, used),
-              "dissimilar": pick_pairs(order.flip(0), first, second, count, used)}
+    groups = {
+        "similar": pick_pairs(order, first, second, count, used),
+        "dissimilar": pick_pairs(order.flip(0), first, second, count, used),
+    }
     baseline = latent_distance.mean().item()
     correlation = torch.corrcoef(torch.stack([image_distance, latent_distance]))[0, 1].item()
 
-    lines = [f"{variant} latent-space analysis: {len(z)} images from z ~ N(0, I), z_dim = {config.z_dim}{within}",
-             "image distance = L2 between 32x32 downsampled images in [-1, 1]; z distance = L2 between z's", ""]
+    lines = [
+        f"{variant} latent-space analysis: {len(z)} images from z ~ N(0, I), z_dim = "
+        f"{config.z_dim}{within}",
+        "image distance = L2 between 32x32 downsampled images in [-1, 1]; z distance = L2 between "
+        "z's",
+        "",
+    ]
     means = {}
     for name, pairs in groups.items():
         lines.append(f"the {count} most {name} pairs of images:")
         for i, j, k in pairs:
-            lines.append(f"  z#{i:<4d} z#{j:<4d} image distance {image_distance[k]:8.3f}   "
-                         f"z L2 distance {latent_distance[k]:8.3f}")
+            lines.append(
+                f"  z#{i:<4d} z#{j:<4d} image distance {image_distance[k]:8.3f}   "
+                f"z L2 distance {latent_distance[k]:8.3f}"
+            )
         means[name] = float(np.mean([latent_distance[k].item() for _, _, k in pairs]))
         lines.append(f"  mean z L2 distance: {means[name]:.3f}\n")
-    lines += [f"baseline: mean z L2 distance over all {len(first)} pairs: {baseline:.3f} "
-              f"(sqrt(2 * z_dim) = {math.sqrt(2 * config.z_dim):.3f})",
-              f"correlation of image distance and z distance over all pairs: {correlation:+.3f}", "",
-              f"answer: the z's of the most similar images are {means['similar'] / baseline:.0%} of the baseline "
-              f"distance apart, those of the most dissimilar {means['dissimilar'] / baseline:.0%}."]
-    write_atomically(Path(out_dir) / "latent_l2_norms.txt", lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    lines += [
+        f"baseline: mean z L2 distance over all {len(first)} pairs: {baseline:.3f} "
+        f"(sqrt(2 * z_dim) = {math.sqrt(2 * config.z_dim):.3f})",
+        f"correlation of image distance and z distance over all pairs: {correlation:+.3f}",
+        "",
+        f"answer: the z's of the most similar images are {means['similar'] / baseline:.0%} of the "
+        "baseline distance apart, those of the most dissimilar "
+        f"{means['dissimilar'] / baseline:.0%}.",
+    ]
+    write_atomically(
+        Path(out_dir) / "latent_l2_norms.txt", lambda f: f.write(("\n".join(lines) + "\n").encode())
+    )
 
     # PCA of isotropic noise keeps ~2/z_dim of its variance: distances there say nothing. MDS of the
     # chosen z's keeps their pairwise distances as well as 2-D can, and the plot says how well.
@@ -189,65 +235,109 @@ def latent_space_analysis(draw, config, out_dir, variant, within="", count=3):
     position = dict(zip(chosen, points.numpy()))
     fig = Figure(figsize=(15, 6.5), layout="constrained")
     scatter, histogram = fig.subplots(1, 2, width_ratios=[1.6, 1])
-    thumbnails = ((images + 1) / 2).clamp(0, 1).expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy()  # grey: RGB
+    # grey: RGB
+    thumbnails = ((images + 1) / 2).clamp(0, 1).expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy()
     for (name, pairs), color, style in zip(groups.items(), ("tab:blue", "tab:red"), ("-", "--")):
         for n, (i, j, k) in enumerate(pairs):
-            scatter.plot(*zip(position[i], position[j]), style, color=color, marker="o",
-                         label=f"{name} pairs" if n == 0 else None)
-            scatter.annotate(f"{latent_distance[k]:.1f}", (position[i] + position[j]) / 2, color=color)
+            scatter.plot(
+                *zip(position[i], position[j]),
+                style,
+                color=color,
+                marker="o",
+                label=f"{name} pairs" if n == 0 else None,
+            )
+            scatter.annotate(
+                f"{latent_distance[k]:.1f}", (position[i] + position[j]) / 2, color=color
+            )
             for index in (i, j):
-                box = AnnotationBbox(OffsetImage(thumbnails[index], zoom=40 / config.img_size), position[index],
-                                     xybox=(22, 22), boxcoords="offset points", frameon=True,
-                                     bboxprops={"edgecolor": color, "linewidth": 2})
+                box = AnnotationBbox(
+                    OffsetImage(thumbnails[index], zoom=40 / config.img_size),
+                    position[index],
+                    xybox=(22, 22),
+                    boxcoords="offset points",
+                    frameon=True,
+                    bboxprops={"edgecolor": color, "linewidth": 2},
+                )
                 scatter.add_artist(box)
             histogram.axvline(latent_distance[k], color=color, linestyle=style)
     scatter.set_xlabel("MDS axis 1 (z-space units)")
     scatter.set_ylabel("MDS axis 2")
     scatter.set_aspect("equal", adjustable="datalim")
-    scatter.set_title(f"the {len(chosen)} chosen z's, classical MDS to 2-D (labels: z L2 distance)\n"
-                      f"fit: stress {stress:.2f}, correlation of drawn and true distances {fit:.2f}")
+    scatter.set_title(
+        f"the {len(chosen)} chosen z's, classical MDS to 2-D (labels: z L2 distance)\n"
+        f"fit: stress {stress:.2f}, correlation of drawn and true distances {fit:.2f}"
+    )
     scatter.legend(loc="lower right")
     histogram.hist(latent_distance.numpy(), bins=60, color="lightgrey", label="all pairs")
     histogram.axvline(baseline, color="black", label=f"mean of all pairs {baseline:.2f}")
     histogram.set_xlabel("L2 distance between z's")
     histogram.set_title("z distances: chosen pairs (lines) against all pairs")
     histogram.legend()
-    write_atomically(Path(out_dir) / "latent_space_analysis.png", lambda f: fig.savefig(f, format="png", dpi=100))
+    write_atomically(
+        Path(out_dir) / "latent_space_analysis.png", lambda f: fig.savefig(f, format="png", dpi=100)
+    )
 
     path = torch.cat([slerp(z[i], z[j], 10) for pairs in groups.values() for i, j, _ in pairs])
-    rows = [f"{name} {n + 1}: z#{i} to z#{j}" for name, pairs in groups.items() for n, (i, j, _) in enumerate(pairs)]
-    save_labelled_grid(draw(path), rows, Path(out_dir) / "interpolation.png",
-                       f"slerp between the z's of each pair, 10 steps{within} (see latent_l2_norms.txt)", nrow=10)
+    rows = [
+        f"{name} {n + 1}: z#{i} to z#{j}"
+        for name, pairs in groups.items()
+        for n, (i, j, _) in enumerate(pairs)
+    ]
+    save_labelled_grid(
+        draw(path),
+        rows,
+        Path(out_dir) / "interpolation.png",
+        f"slerp between the z's of each pair, 10 steps{within} (see latent_l2_norms.txt)",
+        nrow=10,
+    )
 
 
 @torch.no_grad()
 def latent_traversal(draw, config, out_dir, variant, count=2):
-    """latent_traversal.png. Left: for `count` z's, one dimension at a time moved over -3..+3 sigma, a row
-    each, the dimensions that change the image most first. Right: a grid over the two directions of z
-    that change the image most at the first z (the top left singular vectors of the generator's
-    finite-difference Jacobian there). draw(z): images in [-1, 1]."""
+    """latent_traversal.png. Left: for `count` z's, one dimension at a time moved over -3..+3 sigma,
+    a row each, the dimensions that change the image most first. Right: a grid over the two
+    directions of z that change the image most at the first z (the top left singular vectors of the
+    generator's finite-difference Jacobian there). draw(z): images in [-1, 1]."""
     from matplotlib.figure import Figure
 
     z = torch.randn(count, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 4))
     step, values = 1e-2, torch.linspace(-3, 3, TRAVERSAL_STEPS)
     # row d: how the image changes per unit of dimension d, at each z
-    jacobians = [(draw(one + step * torch.eye(config.z_dim)) - draw(one[None])).flatten(1) / step for one in z]
-    dimensions = torch.stack([j.norm(dim=1) for j in jacobians]).mean(0).argsort(descending=True)[:TRAVERSAL_DIMS]
+    jacobians = [
+        (draw(one + step * torch.eye(config.z_dim)) - draw(one[None])).flatten(1) / step
+        for one in z
+    ]
+    dimensions = (
+        torch.stack([j.norm(dim=1) for j in jacobians])
+        .mean(0)
+        .argsort(descending=True)[:TRAVERSAL_DIMS]
+    )
     rows, names = [], []
     for n, one in enumerate(z):
         for d in dimensions.tolist():
-            rows.append(one.repeat(TRAVERSAL_STEPS, 1).index_fill(1, torch.tensor([d]), 0) + torch.outer(
-                values, torch.eye(config.z_dim)[d]))
+            rows.append(
+                one.repeat(TRAVERSAL_STEPS, 1).index_fill(1, torch.tensor([d]), 0)
+                + torch.outer(values, torch.eye(config.z_dim)[d])
+            )
             names.append(f"z{n + 1}, dim {d}")
-    directions = torch.linalg.svd(jacobians[0], full_matrices=False)[0][:, :2]  # unit vectors in z-space
-    plane = torch.stack([z[0] + a * directions[:, 0] + b * directions[:, 1] for b in values for a in values])
+    # unit vectors in z-space
+    directions = torch.linalg.svd(jacobians[0], full_matrices=False)[0][:, :2]
+    plane = torch.stack(
+        [z[0] + a * directions[:, 0] + b * directions[:, 1] for b in values for a in values]
+    )
     side = (config.img_size + 2) / 100  # inches per image, pixel for pixel at dpi 100
-    fig = Figure(figsize=(2 * TRAVERSAL_STEPS * side + 3, len(rows) * side + 1.2), layout="constrained")
+    fig = Figure(
+        figsize=(2 * TRAVERSAL_STEPS * side + 3, len(rows) * side + 1.2), layout="constrained"
+    )
     fig.suptitle(f"{variant}: z moved from -3 to +3 sigma")
     left, right = fig.subplots(1, 2)
-    for axis, images, title in ((left, draw(torch.cat(rows)), "one dimension at a time"),
-                                (right, draw(plane), "along the 2 most changing directions")):
-        grid = make_grid(images, nrow=TRAVERSAL_STEPS, padding=2, normalize=True, value_range=(-1, 1))
+    for axis, images, title in (
+        (left, draw(torch.cat(rows)), "one dimension at a time"),
+        (right, draw(plane), "along the 2 most changing directions"),
+    ):
+        grid = make_grid(
+            images, nrow=TRAVERSAL_STEPS, padding=2, normalize=True, value_range=(-1, 1)
+        )
         axis.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
         ticks = [(config.img_size + 2) * (n + 0.5) + 1 for n in range(TRAVERSAL_STEPS)]
         axis.set_xticks(ticks, [f"{v:+.1f}" for v in values.tolist()])
@@ -256,5 +346,6 @@ def latent_traversal(draw, config, out_dir, variant, count=2):
     right.set_yticks(ticks, [f"{v:+.1f}" for v in values.tolist()])
     right.set_xlabel("direction 1")
     right.set_ylabel("direction 2")
-    write_atomically(Path(out_dir) / "latent_traversal.png", lambda f: fig.savefig(f, format="png", dpi=100))
-
+    write_atomically(
+        Path(out_dir) / "latent_traversal.png", lambda f: fig.savefig(f, format="png", dpi=100)
+    )

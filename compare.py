@@ -61,8 +61,16 @@ SCRIPTS = ("gan_complete", "wgan_clip", "dcgan")
 REQUIRED_FILES = ("config.json", "run_info.json", "metrics.csv", "generator.pkl")
 METRICS_COLUMNS = ("step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time")
 SNAPSHOT_NAME = re.compile(r"generator_epoch_(\d+)\.pkl")  # snapshots/ of a run, see snapshot_every
-RUN_INFO_KEYS = ("generator_params", "critic_params", "epochs_done", "epochs", "generator_steps",
-                 "wall_time_s", "images_per_s", "device")  # what the table shows
+RUN_INFO_KEYS = (
+    "generator_params",
+    "critic_params",
+    "epochs_done",
+    "epochs",
+    "generator_steps",
+    "wall_time_s",
+    "images_per_s",
+    "device",
+)  # what the table shows
 
 # Sliced Wasserstein distance, Karras et al. 2018, Appendix D and their reference code
 # (progressive_growing_of_gans/metrics/sliced_wasserstein.py).
@@ -102,7 +110,8 @@ CLASSIFIER_FILE = "classifier.pt"  # kept in the cache folder, reused by every c
 CLASSIFIER_VERSION = 1  # bump when the network, its input, its split or its training changes
 CLASSIFIER_SIZE = 32  # px: layout and shape; the finest texture is SWD's business
 CLASSIFIER_WIDTHS = (32, 64, 128, 256)  # channels of the conv blocks; the last is the feature size
-CLASSIFIER_STEPS = 900  # Adam steps, whatever the cache size: 3 minutes on a quiet CPU core (6 when busy)
+# Adam steps, whatever the cache size: 3 minutes on a quiet CPU core (6 when busy)
+CLASSIFIER_STEPS = 900
 CLASSIFIER_BATCH = 128
 CLASSIFIER_LR = 2e-3  # peak of the one-cycle schedule
 CLASSIFIER_SHIFT = 2  # px of random shift (with random horizontal flips) while training
@@ -149,8 +158,10 @@ def read_csv_columns(path, columns):
     torn = bool(rows) and not text.endswith("\n")
     try:
         # a blank cell is a value the fp16 loss scaler's skipped update left undefined
-        rows = [[float(row[name]) if row[name] != "" else math.nan for name in columns]
-                for row in (rows[:-1] if torn else rows)]
+        rows = [
+            [float(row[name]) if row[name] != "" else math.nan for name in columns]
+            for row in (rows[:-1] if torn else rows)
+        ]
     except (TypeError, ValueError) as error:  # a short row gives None, a word gives ValueError
         raise RunError(f"{path} holds something that is not a number ({error})") from None
     return dict(zip(columns, np.array(rows, dtype=float).reshape(-1, len(columns)).T)), torn
@@ -187,7 +198,8 @@ def load_run(folder, device="cpu"):
     except module.ConfigError as error:  # the scripts' one-line refusal
         raise RunError(f"{folder}: {error}") from None
 
-    # "data" (channels, class names) only where the run wrote it: older loaders take no such argument.
+    # "data" (channels, class names) only where the run wrote it: older loaders take no such
+    # argument.
     data = {"data": saved_config["data"]} if "data" in saved_config else {}
 
     def load(path):
@@ -201,8 +213,11 @@ def load_run(folder, device="cpu"):
     missing = [key for key in RUN_INFO_KEYS if key not in info]
     if missing:
         raise RunError(f"{folder}/run_info.json lacks {', '.join(missing)}")
-    snapshots = sorted((int(match.group(1)), path) for path in (folder / "snapshots").glob("*.pkl")
-                       if (match := SNAPSHOT_NAME.fullmatch(path.name)))
+    snapshots = sorted(
+        (int(match.group(1)), path)
+        for path in (folder / "snapshots").glob("*.pkl")
+        if (match := SNAPSHOT_NAME.fullmatch(path.name))
+    )
     metrics, torn_row = read_csv_columns(folder / "metrics.csv", METRICS_COLUMNS)
     return Run(
         folder=folder,
@@ -232,16 +247,20 @@ def load_real_cache(cache_path):
     """The real images, labels and classes of a preprocess cache folder."""
     cache_path = Path(cache_path)
     if not cache_path.exists():
-        raise RunError(f"real-image cache {cache_path} not found; pass --cache with the preprocess cache "
-                       "folder the runs trained on")
+        raise RunError(
+            f"real-image cache {cache_path} not found; pass --cache with the preprocess cache "
+            "folder the runs trained on"
+        )
     try:
         images, labels, classes = preprocess.load_cache(cache_path)
     except preprocess.PreprocessError as error:
         raise RunError(one_line(error)) from None
     copies = 1 + read_json(cache_path / "manifest.json").get("params", {}).get("rotations", 0)
     if len(images) % copies:
-        raise RunError(f"{cache_path}: {len(images)} images are not whole groups of {copies} copies "
-                       "(manifest.json params.rotations)")
+        raise RunError(
+            f"{cache_path}: {len(images)} images are not whole groups of {copies} copies "
+            "(manifest.json params.rotations)"
+        )
     return Cache(cache_path, images, labels, list(classes), copies)
 
 
@@ -249,8 +268,15 @@ def resize_uint8(images, size):
     """Images at another resolution (the generator's, the classifier's), antialiased, in chunks."""
     if images.shape[-1] == size:
         return images
-    return torch.cat([F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True)
-                      .round().clamp(0, 255).to(torch.uint8) for chunk in images.split(BATCH)])
+    return torch.cat(
+        [
+            F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True)
+            .round()
+            .clamp(0, 255)
+            .to(torch.uint8)
+            for chunk in images.split(BATCH)
+        ]
+    )
 
 
 def to_uint8(images):
@@ -260,11 +286,15 @@ def to_uint8(images):
 
 @torch.inference_mode()
 def generate(generator, z, labels=None):
-    """uint8 images from noise z; a conditional generator also gets the classes (long [N]) to draw."""
+    """uint8 images from noise z; a conditional generator also gets the classes (long [N])."""
     device = next(generator.parameters()).device
     batches = zip(*(inputs.split(BATCH) for inputs in ((z,) if labels is None else (z, labels))))
-    return torch.cat([to_uint8(generator(*(inputs.to(device) for inputs in batch)).float().cpu())
-                      for batch in batches])
+    return torch.cat(
+        [
+            to_uint8(generator(*(inputs.to(device) for inputs in batch)).float().cpu())
+            for batch in batches
+        ]
+    )
 
 
 # -------------------------------------------------------------- sliced Wasserstein distance
@@ -279,7 +309,9 @@ def laplacian_pyramid(images, min_resolution=SWD_MIN_RESOLUTION):
     levels = []
     current = images
     while current.shape[-1] > min_resolution and current.shape[-1] % 2 == 0:
-        blurred = F.conv2d(F.pad(current, (2, 2, 2, 2), mode="reflect"), kernel, groups=images.shape[1])
+        blurred = F.conv2d(
+            F.pad(current, (2, 2, 2, 2), mode="reflect"), kernel, groups=images.shape[1]
+        )
         smaller = blurred[..., ::2, ::2]
         levels.append(current - F.interpolate(smaller, scale_factor=2, mode="bilinear"))
         current = smaller
@@ -348,13 +380,17 @@ def sliced_wasserstein(
     (the paper's unit). Deterministic for a given seed.
     """
     if real_uint8.shape != fake_uint8.shape:
-        raise ValueError(f"image sets differ in shape: {tuple(real_uint8.shape)} vs {tuple(fake_uint8.shape)}")
+        raise ValueError(
+            f"image sets differ in shape: {tuple(real_uint8.shape)} vs {tuple(fake_uint8.shape)}"
+        )
     if directions % SWD_DIRECTIONS_PER_CHUNK:
         raise ValueError(f"directions must be a multiple of {SWD_DIRECTIONS_PER_CHUNK}")
     random = torch.Generator().manual_seed(seed)
     pyramids = [
-        laplacian_pyramid(images.float() if images.dtype == torch.uint8 else (images.float() + 1) * 127.5,
-                          min_resolution)
+        laplacian_pyramid(
+            images.float() if images.dtype == torch.uint8 else (images.float() + 1) * 127.5,
+            min_resolution,
+        )
         for images in (real_uint8, fake_uint8)
     ]
     result = {}
@@ -364,7 +400,10 @@ def sliced_wasserstein(
         xs = torch.randint(0, width - SWD_PATCH + 1, (n, patches_per_image), generator=random)
         corners = ys * width + xs
         distance = sliced_distance(
-            patch_descriptors(real_level, corners), patch_descriptors(fake_level, corners), directions, random
+            patch_descriptors(real_level, corners),
+            patch_descriptors(fake_level, corners),
+            directions,
+            random,
         )
         result[f"{height}px"] = distance * SWD_SCALE
     result["avg"] = sum(result.values()) / len(result)
@@ -394,7 +433,9 @@ class InceptionMetrics:
             # reset_real_features=False: the real statistics are computed once for all runs.
             self.fid = FrechetInceptionDistance(feature=2048, reset_real_features=False).to(device)
             subset = min(KID_SUBSET, len(real_uint8))
-            self.kid = KernelInceptionDistance(subset_size=subset, reset_real_features=False).to(device)
+            self.kid = KernelInceptionDistance(subset_size=subset, reset_real_features=False).to(
+                device
+            )
         except (ImportError, OSError, RuntimeError) as error:
             self.skipped = f"skipped: {type(error).__name__}: {one_line(error)}"
             return
@@ -407,7 +448,7 @@ class InceptionMetrics:
             self.kid.update(chunk, real=real)
 
     def __call__(self, fake_uint8):
-        """"FID / KID mean" of the fake images, or the reason they were skipped."""
+        """ "FID / KID mean" of the fake images, or the reason they were skipped."""
         if self.skipped:
             return self.skipped
         self.update(fake_uint8, real=False)
@@ -423,8 +464,12 @@ def structure_network(channels, num_classes):
     network[1]: a linear layer from the features to the classes."""
     layers, width_in = [], channels
     for width in CLASSIFIER_WIDTHS:
-        layers += [torch.nn.Conv2d(width_in, width, 3, padding=1, bias=False), torch.nn.BatchNorm2d(width),
-                   torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
+        layers += [
+            torch.nn.Conv2d(width_in, width, 3, padding=1, bias=False),
+            torch.nn.BatchNorm2d(width),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+        ]
         width_in = width
     features = torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     return torch.nn.Sequential(features, torch.nn.Linear(width_in, num_classes))
@@ -443,19 +488,28 @@ def held_out_split(cache):
     held, trained = sources[:count], sources[count:]
     every_copy = torch.arange(cache.copies)
     one_copy = held * cache.copies + torch.randint(cache.copies, (count,), generator=random)
-    return ((trained[:, None] * cache.copies + every_copy).flatten(),
-            (held[:, None] * cache.copies + every_copy).flatten(), one_copy[:count // 2], one_copy[count // 2:])
+    return (
+        (trained[:, None] * cache.copies + every_copy).flatten(),
+        (held[:, None] * cache.copies + every_copy).flatten(),
+        one_copy[: count // 2],
+        one_copy[count // 2 :],
+    )
 
 
 def shift_and_flip(images, random):
-    """Per image: a random horizontal flip and a random shift of up to CLASSIFIER_SHIFT whole pixels."""
+    """Per image: a random horizontal flip and a random shift of up to CLASSIFIER_SHIFT whole
+    pixels."""
     n, size = len(images), images.shape[-1]
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = torch.where(torch.rand(n, generator=random) < 0.5, -1.0, 1.0)
     theta[:, 1, 1] = 1
-    theta[:, :, 2] = torch.randint(-CLASSIFIER_SHIFT, CLASSIFIER_SHIFT + 1, (n, 2), generator=random) * 2 / size
+    theta[:, :, 2] = (
+        torch.randint(-CLASSIFIER_SHIFT, CLASSIFIER_SHIFT + 1, (n, 2), generator=random) * 2 / size
+    )
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="nearest", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(
+        images, grid, mode="nearest", padding_mode="reflection", align_corners=False
+    )
 
 
 def as_input(images_uint8):
@@ -463,17 +517,22 @@ def as_input(images_uint8):
 
 
 def train_classifier(images, labels, num_classes, device):
-    """A structure_network fitted to images (uint8 at CLASSIFIER_SIZE px): Adam, one-cycle schedule."""
-    with torch.random.fork_rng(devices=[]):  # a fixed initialisation that leaves the global RNG alone
+    """A structure_network fitted to images (uint8, CLASSIFIER_SIZE px): Adam, one-cycle LR."""
+    # a fixed initialisation that leaves the global RNG alone
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(CLASSIFIER_SEED)
         network = structure_network(images.shape[1], num_classes).to(device)
     random = torch.Generator().manual_seed(CLASSIFIER_SEED)
     optimiser = torch.optim.Adam(network.parameters(), lr=CLASSIFIER_LR)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, CLASSIFIER_LR, total_steps=CLASSIFIER_STEPS)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, CLASSIFIER_LR, total_steps=CLASSIFIER_STEPS
+    )
     for _ in tqdm(range(CLASSIFIER_STEPS), desc="cache classifier", disable=None):
         batch = torch.randint(len(images), (CLASSIFIER_BATCH,), generator=random)
         logits = network(shift_and_flip(as_input(images[batch]), random).to(device))
-        loss = F.cross_entropy(logits, labels[batch].to(device), label_smoothing=CLASSIFIER_SMOOTHING)
+        loss = F.cross_entropy(
+            logits, labels[batch].to(device), label_smoothing=CLASSIFIER_SMOOTHING
+        )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -494,7 +553,13 @@ def classify(network, images_uint8):
 
 
 def top_k_accuracy(logits, labels, k):
-    return (logits.topk(min(k, logits.shape[1])).indices == labels[:, None]).any(dim=1).float().mean().item()
+    return (
+        (logits.topk(min(k, logits.shape[1])).indices == labels[:, None])
+        .any(dim=1)
+        .float()
+        .mean()
+        .item()
+    )
 
 
 def frechet_distance(a, b):
@@ -508,7 +573,9 @@ def frechet_distance(a, b):
     values, vectors = torch.linalg.eigh(cov_a)
     root_a = vectors * values.clamp_min(0).sqrt() @ vectors.T
     cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp_min(0).sqrt().sum()
-    return ((a.mean(0) - b.mean(0)).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross).item()
+    return (
+        (a.mean(0) - b.mean(0)).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross
+    ).item()
 
 
 def kernel_distance(a, b, seed, subsets=KID_SUBSETS):
@@ -549,12 +616,21 @@ def read_classifier(path, fingerprint):
         network = structure_network(saved["channels"], saved["num_classes"])
         network.load_state_dict(saved["state_dict"])
         return network.eval(), {key: saved[key] for key in CLASSIFIER_INFO}
-    except (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as error:
+    except (
+        OSError,
+        EOFError,
+        RuntimeError,
+        ValueError,
+        KeyError,
+        TypeError,
+        pickle.UnpicklingError,
+    ) as error:
         return None, f"{path} is unreadable ({type(error).__name__})"
 
 
 def cache_classifier(cache, device):
-    """The cache's classifier and its info: from <cache>/classifier.pt, or trained now and kept there."""
+    """The cache's classifier and its info: from <cache>/classifier.pt, or trained now and kept
+    there."""
     path = cache.path / CLASSIFIER_FILE
     fingerprint = cache_fingerprint(cache)
     network, info = read_classifier(path, fingerprint)
@@ -567,13 +643,24 @@ def cache_classifier(cache, device):
     network = train_classifier(small[trained], cache.labels[trained], len(cache.classes), device)
     _, logits = classify(network, small[held_out])
     labels = cache.labels[held_out]
-    info = {"top1": top_k_accuracy(logits, labels, 1), "top5": top_k_accuracy(logits, labels, TOP_K),
-            "train_seconds": time.time() - start, "train_images": len(trained), "held_out_images": len(held_out)}
-    saved = {"fingerprint": fingerprint, "channels": cache.images.shape[1], "num_classes": len(cache.classes),
-             "state_dict": {key: value.cpu() for key, value in network.state_dict().items()}, **info}
+    info = {
+        "top1": top_k_accuracy(logits, labels, 1),
+        "top5": top_k_accuracy(logits, labels, TOP_K),
+        "train_seconds": time.time() - start,
+        "train_images": len(trained),
+        "held_out_images": len(held_out),
+    }
+    saved = {
+        "fingerprint": fingerprint,
+        "channels": cache.images.shape[1],
+        "num_classes": len(cache.classes),
+        "state_dict": {key: value.cpu() for key, value in network.state_dict().items()},
+        **info,
+    }
     try:
         preprocess.write_atomically(path, lambda file: torch.save(saved, file))
-    except OSError as error:  # a read-only cache: the numbers stand, the next comparison trains again
+    # a read-only cache: the numbers stand, the next comparison trains again
+    except OSError as error:
         print(f"note: cannot keep the classifier in {path} ({one_line(error)})", file=sys.stderr)
     return network, info
 
@@ -583,11 +670,17 @@ class StructureMeasure:
     and the class match of conditional runs. `skipped` holds the reason when there is none."""
 
     def __init__(self, cache, num_images, seed, device="cpu", enabled=True):
-        self.seed, self.num_classes, self.path = seed, len(cache.classes), cache.path / CLASSIFIER_FILE
+        self.seed, self.num_classes, self.path = (
+            seed,
+            len(cache.classes),
+            cache.path / CLASSIFIER_FILE,
+        )
         self.skipped = None if enabled else "skipped: --no-structure given"
         if enabled and self.num_classes < 2:
-            self.skipped = ("skipped: the cache has one class (a flat folder?), so there are no classes for "
-                            "a classifier to learn and no features to compare")
+            self.skipped = (
+                "skipped: the cache has one class (a flat folder?), so there are no classes for "
+                "a classifier to learn and no features to compare"
+            )
         elif enabled and len(cache.images) // cache.copies < 8:
             self.skipped = "skipped: fewer than 8 source images in the cache"
         if self.skipped:
@@ -599,19 +692,22 @@ class StructureMeasure:
         self.floor = self(cache.images[half_b[:count]])
 
     def __call__(self, images_uint8, labels=None, kid=True):
-        """{"fd", "kid" (unless kid=False), and "top1", "top5" when labels are given}, or None if skipped.
+        """{"fd", "kid" (unless kid=False), and "top1", "top5" when labels are given}, or None if
+        skipped.
 
         FD and KID use as many images as the reference has, so that they sit on the floor's footing.
         """
         if self.skipped:
             return None
         features, logits = classify(self.network, images_uint8)
-        features = features[:len(self.reference)]
+        features = features[: len(self.reference)]
         result = {"fd": frechet_distance(self.reference, features)}
         if kid:
             result["kid"] = kernel_distance(self.reference, features, self.seed)
         if labels is not None:
-            result.update(top1=top_k_accuracy(logits, labels, 1), top5=top_k_accuracy(logits, labels, TOP_K))
+            result.update(
+                top1=top_k_accuracy(logits, labels, 1), top5=top_k_accuracy(logits, labels, TOP_K)
+            )
         return result
 
 
@@ -623,18 +719,23 @@ def check_device(name):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RunError(f"--device {name}: CUDA is not available here; use --device cpu")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise RunError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
-                       f"cuda:{torch.cuda.device_count() - 1}")
+        raise RunError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise RunError(f"--device {name}: MPS is not available here; use --device cpu")
 
 
 def check_writable(folder):
-    """An unwritable --out-dir is reported before minutes of scoring, not after; nothing is made yet."""
+    """An unwritable --out-dir is reported before minutes of scoring, not after; nothing is made
+    yet."""
     existing = next(path for path in (folder, *folder.parents) if path.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise RunError(f"cannot write to --out-dir {folder} ({existing} is not a writable folder); "
-                       "pass another folder")
+        raise RunError(
+            f"cannot write to --out-dir {folder} ({existing} is not a writable folder); "
+            "pass another folder"
+        )
 
 
 def one_line(error):
@@ -645,7 +746,10 @@ def one_line(error):
 # ------------------------------------------------------------------------------- diversity
 def mean_pairwise_distance(images_uint8):
     small = F.interpolate(
-        images_uint8[:DIVERSITY_MAX_IMAGES].float() / 255, size=DIVERSITY_SIZE, mode="bilinear", antialias=True
+        images_uint8[:DIVERSITY_MAX_IMAGES].float() / 255,
+        size=DIVERSITY_SIZE,
+        mode="bilinear",
+        antialias=True,
     )
     return torch.pdist(small.flatten(1)).mean().item()
 
@@ -664,7 +768,8 @@ def diversity(fake_uint8, real_uint8):
 class Score:
     samples: torch.Tensor  # uint8 [n, C, s, s], all from the shared fixed noise (and labels)
     swd: dict  # sliced_wasserstein() of the samples against the real images, x 10^3
-    structure: dict  # StructureMeasure(): "fd", "kid" (and "top1", "top5" if conditional); None if skipped
+    # StructureMeasure(): "fd", "kid" (and "top1", "top5" if conditional); None if skipped
+    structure: dict
     inception: str  # "FID / KID" as numbers, or "skipped: <reason>"
     diversity: float
     curve: list  # [(epoch, average SWD, FD or None)]: the snapshots, then the final generator
@@ -672,7 +777,8 @@ class Score:
 
 
 def quality_curve(run, final, measure, enabled):
-    """SWD and FD of every snapshot the run kept, then of its final generator: quality against epoch.
+    """SWD and FD of every snapshot the run kept, then of its final generator: quality against
+    epoch.
 
     A snapshot the loader refuses (truncated, tampered with) is left out and named, not fatal:
     the final generator, which the comparison is about, has been loaded already.
@@ -688,18 +794,21 @@ def quality_curve(run, final, measure, enabled):
             continue
         points.append((epoch, *measure(generator, final=False)[1:]))
     points.append((run.info["epochs_done"], *final))
-    return [(epoch, swd["avg"], quality and quality["fd"]) for epoch, swd, quality in points], unreadable
+    return [
+        (epoch, swd["avg"], quality and quality["fd"]) for epoch, swd, quality in points
+    ], unreadable
 
 
 def real_samples(cache, num_images, seed):
     """(real, reference, the classes of real): two disjoint random samples of the cache's images."""
     order = torch.randperm(len(cache.images), generator=torch.Generator().manual_seed(seed))
-    chosen, other = order[:num_images], order[num_images:2 * num_images]
+    chosen, other = order[:num_images], order[num_images : 2 * num_images]
     return cache.images[chosen], cache.images[other], cache.labels[chosen].long()
 
 
-def score_runs(runs, real, reference, real_labels, num_images, seed, inception, structure,
-               snapshots=True):
+def score_runs(
+    runs, real, reference, real_labels, num_images, seed, inception, structure, snapshots=True
+):
     """Score every run on the same real images; also the real-vs-real SWD floor per size.
 
     With snapshots, each run's snapshots are scored too, on the same noise and real images.
@@ -730,8 +839,17 @@ def score_runs(runs, real, reference, real_labels, num_images, seed, inception, 
 
         samples, swd, quality = measure(run.generator)
         curve, unreadable = quality_curve(run, (swd, quality), measure, snapshots)
-        scores.append(Score(samples=samples, swd=swd, structure=quality, inception=inception(samples),
-                            diversity=diversity(samples, real_at_size), curve=curve, unreadable=unreadable))
+        scores.append(
+            Score(
+                samples=samples,
+                swd=swd,
+                structure=quality,
+                inception=inception(samples),
+                diversity=diversity(samples, real_at_size),
+                curve=curve,
+                unreadable=unreadable,
+            )
+        )
     return scores, floors
 
 
@@ -746,13 +864,18 @@ def run_warnings(run, score):
         bad_rows = ~np.isfinite(losses).all(axis=0)
         if bad_rows.any():
             first = int(run.metrics["step"][bad_rows.argmax()])
-            warnings.append(f"non-finite losses in {bad_rows.sum()} of {bad_rows.size} steps (first at step {first})")
+            warnings.append(
+                f"non-finite losses in {bad_rows.sum()} of {bad_rows.size} steps (first at step "
+                f"{first})"
+            )
     if score.diversity < COLLAPSE_RATIO:
         warnings.append(f"mode collapse: diversity {score.diversity:.2f} < {COLLAPSE_RATIO}")
     if not run.info.get("finished", False):
         warnings.append(f"unfinished: {run.info['epochs_done']} of {run.info['epochs']} epochs")
     if score.unreadable:
-        warnings.append(f"unreadable snapshot(s) left out of the SWD curve: {', '.join(score.unreadable)}")
+        warnings.append(
+            f"unreadable snapshot(s) left out of the SWD curve: {', '.join(score.unreadable)}"
+        )
     if run.torn_row:
         warnings.append("metrics.csv ends in a partial row (a run still writing?), left out")
     return warnings
@@ -773,7 +896,11 @@ def budget_caveats(runs):
 
 
 # ------------------------------------------------------------------------------- the report
-LEVEL_MEANING = {"finest": "fine detail and texture", "middle": "mid-scale shapes", "coarsest": "layout and colour"}
+LEVEL_MEANING = {
+    "finest": "fine detail and texture",
+    "middle": "mid-scale shapes",
+    "coarsest": "layout and colour",
+}
 FD_NAME = "FD (cache CNN)"  # never "FID": another network, another scale
 
 
@@ -785,7 +912,10 @@ def best_in_bold(values):
     """Two-decimal cells of one column, the lowest in bold when there are runs to compare."""
     present = [value for value in values if value is not None]
     best = min(present) if len(present) > 1 else None
-    return ["-" if value is None else f"**{value:.2f}**" if value == best else f"{value:.2f}" for value in values]
+    return [
+        "-" if value is None else f"**{value:.2f}**" if value == best else f"{value:.2f}"
+        for value in values
+    ]
 
 
 def markdown_table(header, rows):
@@ -809,6 +939,7 @@ def verdict(runs, scores, floors, warnings, fd_floor=None):
     When the two disagree no run is called best: the sentences say which levels of SWD each run
     leads, so that a reader can tell texture from shape.
     """
+
     def name(index):
         return f"{runs[index].variant} (`{runs[index].folder.name}`)"
 
@@ -827,24 +958,37 @@ def verdict(runs, scores, floors, warnings, fd_floor=None):
         gaps = {level: scores[other].swd[level] - scores[best].swd[level] for level in levels}
 
         def where(ahead):
-            return ", ".join(f"{level} ({level_meaning(levels, level)}, {abs(gaps[level]):.2f})"
-                             for level in levels if ahead(gaps[level])) or "no level"
+            return (
+                ", ".join(
+                    f"{level} ({level_meaning(levels, level)}, {abs(gaps[level]):.2f})"
+                    for level in levels
+                    if ahead(gaps[level])
+                )
+                or "no level"
+            )
 
         sentences = [
-            f"SWD and {FD_NAME} disagree, so no run is called best: on SWD {name(other)} leads ({swd(other):.2f} "
-            f"against {swd(best):.2f} x10^3 for {name(best)}), on {FD_NAME} {name(best)} leads "
-            f"({fd_of(scores[best]):.2f} against {fd_of(scores[other]):.2f}).",
+            f"SWD and {FD_NAME} disagree, so no run is called best: on SWD {name(other)} leads "
+            f"({swd(other):.2f} against {swd(best):.2f} x10^3 for {name(best)}), on {FD_NAME} "
+            f"{name(best)} leads ({fd_of(scores[best]):.2f} against {fd_of(scores[other]):.2f}).",
             f"By SWD level, {runs[best].variant} is ahead at {where(lambda gap: gap > 0)} and "
-            f"{runs[other].variant} at {where(lambda gap: gap <= 0)}: the FD sees whole images (layout, "
-            "shapes), SWD's patches see texture; the samples say which matters here.",
+            f"{runs[other].variant} at {where(lambda gap: gap <= 0)}: the FD sees whole images "
+            "(layout, shapes), SWD's patches see texture; the samples say which matters here.",
         ]
     else:
         sentences = [f"Best on SWD: {name(best)}, average SWD {swd(best):.2f} x10^3"]
         if len(runs) > 1:
-            sentences[0] += f" against {', '.join(f'{swd(index):.2f} for {name(index)}' for index in by_swd[1:])}."
+            sentences[0] += (
+                " against "
+                f"{', '.join(f'{swd(index):.2f} for {name(index)}' for index in by_swd[1:])}."
+            )
             runner_up = by_swd[1]
-            levels = [key for key in scores[best].swd if key in scores[runner_up].swd and key != "avg"]
-            gaps = {level: scores[runner_up].swd[level] - scores[best].swd[level] for level in levels}
+            levels = [
+                key for key in scores[best].swd if key in scores[runner_up].swd and key != "avg"
+            ]
+            gaps = {
+                level: scores[runner_up].swd[level] - scores[best].swd[level] for level in levels
+            }
             widest = max(gaps, key=gaps.get)
             sentences.append(
                 f"Its lead over {runs[runner_up].variant} is widest at the {widest} level "
@@ -853,30 +997,43 @@ def verdict(runs, scores, floors, warnings, fd_floor=None):
         else:
             sentences[0] += "."
         if by_fd:
-            others = "".join(f", against {fd_of(scores[index]):.2f} for {name(index)}" for index in by_fd[1:])
-            sentences.append(f"{FD_NAME}{' agrees' if len(runs) > 1 else ''}: {fd_of(scores[best]):.2f}{others}.")
+            others = "".join(
+                f", against {fd_of(scores[index]):.2f} for {name(index)}" for index in by_fd[1:]
+            )
+            sentences.append(
+                f"{FD_NAME}{' agrees' if len(runs) > 1 else ''}: {fd_of(scores[best]):.2f}{others}."
+            )
     floor = floors[runs[best].config.img_size]["avg"]
     sentences.append(
-        f"For scale, two disjoint samples of real images score {floor:.2f} x10^3 on SWD"
-        f"{f' and {fd_floor:.2f} on {FD_NAME}' if fd_floor is not None else ''} at this sample size: "
-        "no generator can be expected to score much below that."
+        f"For scale, two disjoint samples of real images score {floor:.2f} x10^3 on "
+        f"SWD{f' and {fd_floor:.2f} on {FD_NAME}' if fd_floor is not None else ''} at this sample "
+        "size: no generator can be expected to score much below that."
     )
     sizes = sorted({run.config.img_size for run in runs})
     if len(sizes) > 1:
-        sentences.append(f"Caution: the runs differ in image size ({', '.join(f'{size} px' for size in sizes)}): "
-                         "their SWDs average different pyramid levels, so compare runs of one size only.")
+        sentences.append(
+            "Caution: the runs differ in image size "
+            f"({', '.join(f'{size} px' for size in sizes)}): their SWDs average different pyramid "
+            "levels, so compare runs of one size only."
+        )
     if warnings[best]:
-        sentences.append(f"Caution: the {'best ' if not by_fd or by_fd[0] == by_swd[0] else ''}run "
-                         f"{runs[best].variant} has warnings ({'; '.join(warnings[best])}).")
+        sentences.append(
+            f"Caution: the {'best ' if not by_fd or by_fd[0] == by_swd[0] else ''}run "
+            f"{runs[best].variant} has warnings ({'; '.join(warnings[best])})."
+        )
     return sentences
 
 
 def trend(curve, column, measure):
     """Where a run's curve of one measure ends: still falling, or past its best."""
-    best_epoch, best = min(((point[0], point[column]) for point in curve), key=lambda point: point[1])
+    best_epoch, best = min(
+        ((point[0], point[column]) for point in curve), key=lambda point: point[1]
+    )
     if best_epoch == curve[-1][0]:
         return f"{measure} best at the end: more epochs may help"
-    return f"{measure} best at epoch {best_epoch} ({best:.2f}), {curve[-1][column] - best:+.2f} since"
+    return (
+        f"{measure} best at epoch {best_epoch} ({best:.2f}), {curve[-1][column] - best:+.2f} since"
+    )
 
 
 def curve_lines(runs, scores):
@@ -886,18 +1043,24 @@ def curve_lines(runs, scores):
         if len(score.curve) < 2:
             continue
         with_fd = score.curve[0][2] is not None
-        points = ", ".join(f"{epoch}: {swd:.2f}" + (f" / {fd:.2f}" if with_fd else "")
-                           for epoch, swd, fd in score.curve)
+        points = ", ".join(
+            f"{epoch}: {swd:.2f}" + (f" / {fd:.2f}" if with_fd else "")
+            for epoch, swd, fd in score.curve
+        )
         trends = [trend(score.curve, 1, "SWD")] + ([trend(score.curve, 2, "FD")] if with_fd else [])
         rows.append([run.variant, f"`{run.folder}`", points, "; ".join(trends)])
     if not rows:
         return []
-    return [f"## SWD x10^3 / {FD_NAME} during training (from the snapshots)", "",
-            *markdown_table(["variant", "run", "epoch: SWD / FD", "trend"], rows), ""]
+    return [
+        f"## SWD x10^3 / {FD_NAME} during training (from the snapshots)",
+        "",
+        *markdown_table(["variant", "run", "epoch: SWD / FD", "trend"], rows),
+        "",
+    ]
 
 
 def accuracy(scores, num_classes):
-    """"top-1 / top-5" as percentages; top-1 alone where top-5 of a few classes says nothing."""
+    """ "top-1 / top-5" as percentages; top-1 alone where top-5 of a few classes says nothing."""
     return f"{scores['top1']:.1%}" + (f" / {scores['top5']:.1%}" if num_classes > TOP_K else "")
 
 
@@ -906,19 +1069,25 @@ def structure_note(structure, conditional_images):
     if structure.skipped:
         return f" {FD_NAME} and KID {structure.skipped}."
     info, chance, count = structure.info, 1 / structure.num_classes, len(structure.reference)
-    note = (f" {FD_NAME} and KID (cache CNN): Frechet distance and KID between {count} generated and {count} "
-            f"held-out real images in the {structure.reference.shape[1]}-dim penultimate features of a small CNN "
-            f"trained on this cache's own {structure.num_classes} classes at {CLASSIFIER_SIZE} px (`{structure.path}`, "
-            f"{info['train_images']:,} images, {info['train_seconds']:.0f} s to train; on {info['held_out_images']:,} "
-            f"held-out images its top-1 / top-{TOP_K} accuracy is {accuracy(info, structure.num_classes)}, chance "
-            f"{chance:.1%}). They compare whole images (layout, shapes) where SWD compares 7x7 patches (texture); "
-            f"lower is better, and two disjoint held-out real samples score {structure.floor['fd']:.2f} / "
-            f"{structure.floor['kid']:.3f}. Not FID: another network and feature space, so these numbers do not "
-            "compare with published FIDs, nor across caches.")
+    note = (
+        f" {FD_NAME} and KID (cache CNN): Frechet distance and KID between {count} generated and "
+        f"{count} held-out real images in the {structure.reference.shape[1]}-dim penultimate "
+        f"features of a small CNN trained on this cache's own {structure.num_classes} classes at "
+        f"{CLASSIFIER_SIZE} px (`{structure.path}`, {info['train_images']:,} images, "
+        f"{info['train_seconds']:.0f} s to train; on {info['held_out_images']:,} held-out images "
+        f"its top-1 / top-{TOP_K} accuracy is {accuracy(info, structure.num_classes)}, chance "
+        f"{chance:.1%}). They compare whole images (layout, shapes) where SWD compares 7x7 patches "
+        "(texture); lower is better, and two disjoint held-out real samples score "
+        f"{structure.floor['fd']:.2f} / {structure.floor['kid']:.3f}. Not FID: another network and "
+        "feature space, so these numbers do not compare with published FIDs, nor across caches."
+    )
     if conditional_images:
-        note += (f" Class match (conditional runs): how often that classifier recognises an image generated for "
-                 f"class c as c, over {conditional_images} images spread evenly over the classes; on held-out real "
-                 f"images it scores {accuracy(info, structure.num_classes)}, chance {chance:.1%}.")
+        note += (
+            " Class match (conditional runs): how often that classifier recognises an image "
+            f"generated for class c as c, over {conditional_images} images spread evenly over the "
+            f"classes; on held-out real images it scores {accuracy(info, structure.num_classes)}, "
+            f"chance {chance:.1%}."
+        )
     return note
 
 
@@ -927,56 +1096,119 @@ def report(runs, scores, floors, caveats, num_images, real_count, structure):
     warnings = [run_warnings(run, score) for run, score in zip(runs, scores)]
     # One reason for every run (no torchmetrics, say) is said once, under the table.
     skipped = {score.inception for score in scores}
-    skipped = skipped.pop() if len(skipped) == 1 and next(iter(skipped)).startswith("skipped: ") else None
+    skipped = (
+        skipped.pop() if len(skipped) == 1 and next(iter(skipped)).startswith("skipped: ") else None
+    )
     fid_note = f" FID / KID {skipped}." if skipped else ""
     if skipped and "torchmetrics" in skipped:
         fid_note += " `pip install torchmetrics[image]` adds them."
     conditional = any(run.conditional for run in runs)
-    header = ["variant", "run", "G params", "critic params", "epochs", "G steps", "wall time (s)", "images/s",
-              "device", "SWD x10^3", FD_NAME, "KID (cache CNN)", "FID / KID", "diversity",
-              *([f"class match top-1{f' / top-{TOP_K}' if structure.num_classes > TOP_K else ''}"]
-                if conditional else []),
-              "warnings"]
+    header = [
+        "variant",
+        "run",
+        "G params",
+        "critic params",
+        "epochs",
+        "G steps",
+        "wall time (s)",
+        "images/s",
+        "device",
+        "SWD x10^3",
+        FD_NAME,
+        "KID (cache CNN)",
+        "FID / KID",
+        "diversity",
+        *(
+            [f"class match top-1{f' / top-{TOP_K}' if structure.num_classes > TOP_K else ''}"]
+            if conditional
+            else []
+        ),
+        "warnings",
+    ]
     rows = []
     for run, score, warning in zip(runs, scores, warnings):
         quality = score.structure
-        match = (accuracy(quality, structure.num_classes) if quality and run.conditional
-                 else "skipped" if run.conditional else "- (unconditional)")
-        rows.append([
-            run.variant, f"`{run.folder}`", f"{run.info['generator_params']:,}", f"{run.info['critic_params']:,}",
-            f"{run.info['epochs_done']}/{run.info['epochs']}", f"{run.info['generator_steps']:,}",
-            f"{run.info['wall_time_s']:,.1f}", f"{run.info['images_per_s']:,.1f}", run.info["device"],
-            f"{score.swd['avg']:.2f}",
-            *([f"{quality['fd']:.2f}", f"{quality['kid']:.3f}"] if quality else ["skipped"] * 2),
-            "skipped" if skipped else score.inception, f"{score.diversity:.2f}", *([match] if conditional else []),
-            "; ".join(warning) or "none"])
+        match = (
+            accuracy(quality, structure.num_classes)
+            if quality and run.conditional
+            else "skipped"
+            if run.conditional
+            else "- (unconditional)"
+        )
+        rows.append(
+            [
+                run.variant,
+                f"`{run.folder}`",
+                f"{run.info['generator_params']:,}",
+                f"{run.info['critic_params']:,}",
+                f"{run.info['epochs_done']}/{run.info['epochs']}",
+                f"{run.info['generator_steps']:,}",
+                f"{run.info['wall_time_s']:,.1f}",
+                f"{run.info['images_per_s']:,.1f}",
+                run.info["device"],
+                f"{score.swd['avg']:.2f}",
+                *(
+                    [f"{quality['fd']:.2f}", f"{quality['kid']:.3f}"]
+                    if quality
+                    else ["skipped"] * 2
+                ),
+                "skipped" if skipped else score.inception,
+                f"{score.diversity:.2f}",
+                *([match] if conditional else []),
+                "; ".join(warning) or "none",
+            ]
+        )
     # Runs at different image sizes have different pyramids: one column per level found anywhere.
-    levels = sorted({key for score in scores for key in score.swd} - {"avg"}, key=lambda key: -int(key[:-2]))
+    levels = sorted(
+        {key for score in scores for key in score.swd} - {"avg"}, key=lambda key: -int(key[:-2])
+    )
     levels.append("avg")
     columns = [[score.swd.get(level) for score in scores] for level in levels]
     floor_fd = [] if structure.skipped else [f"{structure.floor['fd']:.2f}"]
     if not structure.skipped:
         columns.append([fd_of(score) for score in scores])
-    level_rows = [[run.variant, f"`{run.folder}`", *cells]
-                  for run, cells in zip(runs, zip(*map(best_in_bold, columns)))]
-    level_rows += [["real vs real", f"{size} px", *(level_cell(floor, level) for level in levels), *floor_fd]
-                   for size, floor in floors.items()]
+    level_rows = [
+        [run.variant, f"`{run.folder}`", *cells]
+        for run, cells in zip(runs, zip(*map(best_in_bold, columns)))
+    ]
+    level_rows += [
+        ["real vs real", f"{size} px", *(level_cell(floor, level) for level in levels), *floor_fd]
+        for size, floor in floors.items()
+    ]
     lines = [
-        "# GAN runs compared", "",
-        *markdown_table(header, rows), "",
-        f"Quality on {num_images} generated images (fixed noise, the same seed for every run) against "
-        f"{num_images} real images from the run's cache ({real_count} in all). SWD: sliced Wasserstein "
-        "distance of Karras et al. 2018 (Appendix D), x10^3, lower is better; diversity: mean pairwise "
-        f"distance of generated over real images at {DIVERSITY_SIZE} px, mode collapse flagged below "
-        f"{COLLAPSE_RATIO}.{structure_note(structure, conditional and num_images)}{fid_note}", "",
-        "## SWD per Laplacian-pyramid level (x10^3)" + ("" if structure.skipped else f" and {FD_NAME}"), "",
-        *markdown_table(["variant", "run", *levels, *([FD_NAME] if floor_fd else [])], level_rows), "",
-        *(["The lowest of each column is in bold: the level where a run leads is the scale it does better at "
-           "(the finest level is texture and checkerboard, the coarsest layout and colour).", ""]
-          if len(runs) > 1 else []),
+        "# GAN runs compared",
+        "",
+        *markdown_table(header, rows),
+        "",
+        f"Quality on {num_images} generated images (fixed noise, the same seed for every run) "
+        f"against {num_images} real images from the run's cache ({real_count} in all). SWD: sliced "
+        "Wasserstein distance of Karras et al. 2018 (Appendix D), x10^3, lower is better; "
+        f"diversity: mean pairwise distance of generated over real images at {DIVERSITY_SIZE} px, "
+        "mode collapse flagged below "
+        f"{COLLAPSE_RATIO}.{structure_note(structure, conditional and num_images)}{fid_note}",
+        "",
+        "## SWD per Laplacian-pyramid level (x10^3)"
+        + ("" if structure.skipped else f" and {FD_NAME}"),
+        "",
+        *markdown_table(["variant", "run", *levels, *([FD_NAME] if floor_fd else [])], level_rows),
+        "",
+        *(
+            [
+                "The lowest of each column is in bold: the level where a run leads is the scale "
+                "it does better at (the finest level is texture and checkerboard, the coarsest "
+                "layout and colour).",
+                "",
+            ]
+            if len(runs) > 1
+            else []
+        ),
         *curve_lines(runs, scores),
-        "## Verdict", "",
-        *verdict(runs, scores, floors, warnings, None if structure.skipped else structure.floor["fd"]), "",
+        "## Verdict",
+        "",
+        *verdict(
+            runs, scores, floors, warnings, None if structure.skipped else structure.floor["fd"]
+        ),
+        "",
     ]
     if caveats:
         lines += ["## Caveats", "", *(f"- {caveat}" for caveat in caveats), ""]
@@ -999,23 +1231,27 @@ CURVE_PERCENTILE = 1  # the y-axis shows the 1st to 99th percentile of the raw v
 def smoothed(steps, values):
     """Moving average over ~1/SMOOTHING_POINTS of the run; non-finite values leave gaps."""
     window = max(1, len(values) // SMOOTHING_POINTS)
-    return steps[window - 1:], np.convolve(values, np.ones(window) / window, mode="valid")
+    return steps[window - 1 :], np.convolve(values, np.ones(window) / window, mode="valid")
 
 
 def plot_curves(axis, metrics, title, columns):
     shown = []
     for (column, label), colour in zip(columns.items(), COLOURS):
-        values = np.where(np.isfinite(metrics[column]), metrics[column], np.nan)  # inf would wreck the axis
+        # inf would wreck the axis
+        values = np.where(np.isfinite(metrics[column]), metrics[column], np.nan)
         axis.plot(metrics["step"], values, color=colour, alpha=0.25, linewidth=0.8)
         axis.plot(*smoothed(metrics["step"], values), color=colour, linewidth=1.6, label=label)
         shown.append(values)
     # The first few steps (an untrained critic, a penalty of 50) would squash the rest of the run.
     finite = np.concatenate(shown)
     finite = finite[np.isfinite(finite)]
-    low, high = np.percentile(finite, [CURVE_PERCENTILE, 100 - CURVE_PERCENTILE]) if finite.size else (0, 0)
+    low, high = (
+        np.percentile(finite, [CURVE_PERCENTILE, 100 - CURVE_PERCENTILE]) if finite.size else (0, 0)
+    )
     if high > low:
         margin = 0.1 * (high - low)
-        axis.set_ylim(min(low - margin, 0), max(high + margin, 0))  # keep 0 in view: the sign matters
+        # keep 0 in view: the sign matters
+        axis.set_ylim(min(low - margin, 0), max(high + margin, 0))
     axis.axhline(0, color="grey", linewidth=0.5)
     axis.set(xlabel="critic / D step", title=title)
     axis.legend(fontsize="small")
@@ -1025,8 +1261,13 @@ def plot_quality(axis, curve, floors, tops):
     """SWD (left axis) and FD (right axis) against epoch, each on one y-scale (0 to its top) for
     every run, with their real-vs-real floors (floors, tops: (SWD, FD); FD None when skipped)."""
     if len(curve) < 2:
-        axis.text(0.5, 0.5, "no snapshots scored:\nnone kept (snapshot_every),\nor unreadable (see the table)",
-                  ha="center", va="center")
+        axis.text(
+            0.5,
+            0.5,
+            "no snapshots scored:\nnone kept (snapshot_every),\nor unreadable (see the table)",
+            ha="center",
+            va="center",
+        )
         axis.set_axis_off()
         return
     epochs, *values = zip(*curve)
@@ -1035,11 +1276,21 @@ def plot_quality(axis, curve, floors, tops):
         measures.append((FD_NAME, "tab:green", axis.twinx()))
     for (label, colour, y_axis), series, floor, top in zip(measures, values, floors, tops):
         y_axis.plot(epochs, series, marker="o", color=colour, label=label)
-        y_axis.axhline(floor, color=colour, linestyle="--", linewidth=1, alpha=0.6, label=f"real vs real ({label})")
+        y_axis.axhline(
+            floor,
+            color=colour,
+            linestyle="--",
+            linewidth=1,
+            alpha=0.6,
+            label=f"real vs real ({label})",
+        )
         y_axis.set_ylim(0, top)
         y_axis.set_ylabel(label, color=colour)
-    axis.set(xlabel="epoch", title=f"{' and '.join(label.split()[0] for label, _, _ in measures)} during training "
-             "(lower is better)")
+    axis.set(
+        xlabel="epoch",
+        title=f"{' and '.join(label.split()[0] for label, _, _ in measures)} during training "
+        "(lower is better)",
+    )
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     figure_lines = [line for _, _, y_axis in measures for line in y_axis.get_lines()]
     axis.legend(figure_lines, [line.get_label() for line in figure_lines], fontsize="small")
@@ -1056,17 +1307,29 @@ def sample_title(run, score):
 
 
 def make_figure(runs, scores, floors, fd_floor, samples_shown, seed):
-    """comparison.png: per run, samples from the shared noise, losses, critic gap, SWD and FD by epoch.
+    """comparison.png: per run, samples from the shared noise, losses, critic gap, SWD and FD by
+    epoch.
 
     The quality column is left out when no run kept snapshots.
     """
-    panels = [name for name in PANEL_WIDTHS if name != "quality" or any(len(score.curve) > 1 for score in scores)]
-    tops = [1.1 * max(point[column] or 0 for score in scores for point in score.curve) for column in (1, 2)]
+    panels = [
+        name
+        for name in PANEL_WIDTHS
+        if name != "quality" or any(len(score.curve) > 1 for score in scores)
+    ]
+    tops = [
+        1.1 * max(point[column] or 0 for score in scores for point in score.curve)
+        for column in (1, 2)
+    ]
     widths = [PANEL_WIDTHS[name] for name in panels]
     figure = Figure(figsize=(sum(widths), ROW_HEIGHT * len(runs)), layout="constrained")
-    axes = figure.subplots(len(runs), len(panels), squeeze=False, gridspec_kw={"width_ratios": widths})
+    axes = figure.subplots(
+        len(runs), len(panels), squeeze=False, gridspec_kw={"width_ratios": widths}
+    )
     for row, (run, score) in zip(axes, zip(runs, scores)):
-        grid = make_grid(score.samples[:samples_shown], nrow=math.ceil(math.sqrt(samples_shown)), padding=1)
+        grid = make_grid(
+            score.samples[:samples_shown], nrow=math.ceil(math.sqrt(samples_shown)), padding=1
+        )
         row[0].imshow(grid.permute(1, 2, 0).numpy())
         row[0].set_axis_off()
         row[0].set_title(sample_title(run, score), fontweight="bold")
@@ -1075,20 +1338,25 @@ def make_figure(runs, scores, floors, fd_floor, samples_shown, seed):
                 plot_curves(axis, run.metrics, title, columns)
         if "quality" in panels:
             plot_quality(row[3], score.curve, (floors[run.config.img_size]["avg"], fd_floor), tops)
-    figure.suptitle(f"{len(runs)} run{'s' if len(runs) > 1 else ''}; samples from the same noise (seed {seed}) "
-                    "for every run",
-                    fontsize="x-large")
+    figure.suptitle(
+        f"{len(runs)} run{'s' if len(runs) > 1 else ''}; samples from the same noise (seed {seed}) "
+        "for every run",
+        fontsize="x-large",
+    )
     return figure
 
 
 # ------------------------------------------------------------------------------- main
 def build_parser():
     parser = argparse.ArgumentParser(
-        description="Compare finished GAN runs (gan_complete.py, wgan_clip.py, dcgan.py output folders)\n"
-        "without retraining: a figure of samples, losses and SWD / FD by epoch per run, and a Markdown\n"
-        "table of sizes, budgets, SWD, FD / KID of the cache's own CNN (and Inception FID/KID when\n"
-        "torchmetrics is installed), diversity, class match of conditional runs and warnings.\n"
-        "Any bad run folder stops the comparison (exit 2) before anything is written.",
+        description=(
+            "Compare finished GAN runs (gan_complete.py, wgan_clip.py, dcgan.py output folders)\n"
+            "without retraining: a figure of samples, losses and SWD / FD by epoch per run, and a\n"
+            "Markdown table of sizes, budgets, SWD, FD / KID of the cache's own CNN (and\n"
+            "Inception FID/KID when torchmetrics is installed), diversity, the class match of\n"
+            "conditional runs and warnings. Any bad run folder stops the comparison (exit 2)\n"
+            "before anything is written."
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"""outputs in --out-dir:
   comparison.png  one row per run: samples from the shared noise, losses and the critic gap
@@ -1098,39 +1366,75 @@ def build_parser():
 
 quality:
   SWD        sliced Wasserstein distance (Karras et al. 2018, App. D) x10^3, lower is better:
-             Laplacian pyramid down to {SWD_MIN_RESOLUTION} px; per level, {SWD_PATCHES_PER_IMAGE} random
-             {SWD_PATCH}x{SWD_PATCH} patches per image and {SWD_DIRECTIONS} random projections; "real vs real"
-             is the floor at this sample size
-  FD / KID   (cache CNN) Frechet distance and KID in the {CLASSIFIER_WIDTHS[-1]}-dim features of a small CNN
-             trained on the cache's own classes at {CLASSIFIER_SIZE} px ({CLASSIFIER_STEPS} steps, a few CPU
-             minutes, once per cache: kept as <cache>/{CLASSIFIER_FILE}); whole-image structure where
-             SWD sees texture. Not FID: does not compare with published FIDs
+             Laplacian pyramid down to {SWD_MIN_RESOLUTION} px; per level,
+             {SWD_PATCHES_PER_IMAGE} random {SWD_PATCH}x{SWD_PATCH} patches per image and
+             {SWD_DIRECTIONS} random projections; "real vs real" is the floor at this sample size
+  FD / KID   (cache CNN) Frechet distance and KID in the {CLASSIFIER_WIDTHS[-1]}-dim features of a
+             small CNN trained on the cache's own classes at {CLASSIFIER_SIZE} px
+             ({CLASSIFIER_STEPS} steps, minutes on a CPU, once per cache: kept as
+             <cache>/{CLASSIFIER_FILE}); whole-image structure where SWD sees texture. Not FID:
+             does not compare with published FIDs
   class match  conditional runs: how often that CNN recognises an image drawn for class c as c
   FID / KID  torchmetrics, only when it and its Inception weights are installed
   diversity  mean pairwise distance of generated over real images at {DIVERSITY_SIZE} px;
              below {COLLAPSE_RATIO} the run is flagged as mode-collapsed
-  caveats    budgets (images seen, wall time, epochs, image size) differing by > {BUDGET_TOLERANCE:.0%}""",
+  caveats    budgets (images seen, wall time, epochs, image size) differing by more than
+             {BUDGET_TOLERANCE:.0%}""",
     )
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders (each with config.json, run_info.json, "
-                        "metrics.csv and generator.pkl; snapshots/ is optional)")
-    parser.add_argument("--out-dir", type=Path, default=Path("comparison"),
-                        help="where comparison.png and comparison.md go (default: comparison)")
-    parser.add_argument("--num-images", type=int, default=1000,
-                        help="generated and real images per quality measurement; capped at half the real set, "
-                        "so that a disjoint real sample gives the real-vs-real floor (default: 1000)")
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="preprocess cache folder of the real images (default: the first run's cache_path "
-                        "from run_info.json)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the shared noise, the real sample and the SWD projections (default: 0)")
-    parser.add_argument("--samples", type=int, default=16, help="samples shown per run in the figure (default: 16)")
-    parser.add_argument("--device", default="cpu", help="device for the generators and FID/KID (default: cpu)")
-    parser.add_argument("--no-snapshots", action="store_true",
-                        help="score only the final generators, not the snapshots (one SWD each)")
-    parser.add_argument("--no-fid", action="store_true",
-                        help="skip FID/KID even when torchmetrics is installed (Inception is slow on a CPU)")
-    parser.add_argument("--no-structure", action="store_true",
-                        help="skip FD / KID of the cache's CNN and the class match (no classifier is trained)")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        type=Path,
+        help="run folders (each with config.json, run_info.json, "
+        "metrics.csv and generator.pkl; snapshots/ is optional)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("comparison"),
+        help="where comparison.png and comparison.md go (default: comparison)",
+    )
+    parser.add_argument(
+        "--num-images",
+        type=int,
+        default=1000,
+        help="generated and real images per quality measurement; capped at half the real set, "
+        "so that a disjoint real sample gives the real-vs-real floor (default: 1000)",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="preprocess cache folder of the real images (default: the first run's cache_path "
+        "from run_info.json)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the shared noise, the real sample and the SWD projections (default: 0)",
+    )
+    parser.add_argument(
+        "--samples", type=int, default=16, help="samples shown per run in the figure (default: 16)"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="device for the generators and FID/KID (default: cpu)"
+    )
+    parser.add_argument(
+        "--no-snapshots",
+        action="store_true",
+        help="score only the final generators, not the snapshots (one SWD each)",
+    )
+    parser.add_argument(
+        "--no-fid",
+        action="store_true",
+        help="skip FID/KID even when torchmetrics is installed (Inception is slow on a CPU)",
+    )
+    parser.add_argument(
+        "--no-structure",
+        action="store_true",
+        help="skip FD / KID of the cache's CNN and the class match (no classifier is trained)",
+    )
     return parser
 
 
@@ -1152,8 +1456,10 @@ def main(argv=None):
             raise RunError(f"the cache {cache} holds {len(all_real)} images; SWD needs at least 4")
         for run in runs:
             if run.conditional and run.class_names != real_cache.classes:
-                raise RunError(f"{run.folder} is conditional on classes {run.class_names!r:.60} that are not "
-                               f"the cache's ({len(real_cache.classes)} classes in {cache})")
+                raise RunError(
+                    f"{run.folder} is conditional on classes {run.class_names!r:.60} that are not "
+                    f"the cache's ({len(real_cache.classes)} classes in {cache})"
+                )
     except RunError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -1162,24 +1468,48 @@ def main(argv=None):
     caveats = budget_caveats(runs)
     caches = {str(run.info.get("cache_path")) for run in runs}
     if len(caches) > 1:
-        caveats.append(f"the runs trained on different caches ({', '.join(sorted(caches))}); "
-                       f"all are scored against {cache}")
+        caveats.append(
+            f"the runs trained on different caches ({', '.join(sorted(caches))}); "
+            f"all are scored against {cache}"
+        )
     if num_images < args.num_images:
-        caveats.append(f"only {num_images} images per side (half of the {len(all_real)} real images): "
-                       "SWD is noisier and higher with fewer images")
+        caveats.append(
+            f"only {num_images} images per side (half of the {len(all_real)} real images): "
+            "SWD is noisier and higher with fewer images"
+        )
     inception = InceptionMetrics(real, args.device, enabled=not args.no_fid)
-    structure = StructureMeasure(real_cache, num_images, args.seed, args.device, enabled=not args.no_structure)
-    scores, floors = score_runs(runs, real, reference, real_labels, num_images, args.seed, inception,
-                                structure, not args.no_snapshots)
+    structure = StructureMeasure(
+        real_cache, num_images, args.seed, args.device, enabled=not args.no_structure
+    )
+    scores, floors = score_runs(
+        runs,
+        real,
+        reference,
+        real_labels,
+        num_images,
+        args.seed,
+        inception,
+        structure,
+        not args.no_snapshots,
+    )
 
     markdown = report(runs, scores, floors, caveats, num_images, len(all_real), structure)
-    figure = make_figure(runs, scores, floors, None if structure.skipped else structure.floor["fd"],
-                         min(args.samples, num_images), args.seed)
+    figure = make_figure(
+        runs,
+        scores,
+        floors,
+        None if structure.skipped else structure.floor["fd"],
+        min(args.samples, num_images),
+        args.seed,
+    )
     # Whole or not at all: a comparison interrupted mid-write keeps the previous files as they were.
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    preprocess.write_atomically(args.out_dir / "comparison.png",
-                                lambda file: figure.savefig(file, format="png", dpi=DPI))
-    preprocess.write_atomically(args.out_dir / "comparison.md", lambda file: file.write(markdown.encode()))
+    preprocess.write_atomically(
+        args.out_dir / "comparison.png", lambda file: figure.savefig(file, format="png", dpi=DPI)
+    )
+    preprocess.write_atomically(
+        args.out_dir / "comparison.md", lambda file: file.write(markdown.encode())
+    )
     print(markdown)
     print(f"wrote {args.out_dir / 'comparison.md'} and {args.out_dir / 'comparison.png'}")
     return 0

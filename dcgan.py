@@ -1,4 +1,5 @@
-"""DCGAN on the Oxford 102 Flowers (Radford et al. 2015): the baseline the two WGANs are judged against.
+"""DCGAN on the Oxford 102 Flowers (Radford et al. 2015): the baseline the two WGANs are judged
+against.
 
 A discriminator with BatchNorm outputs a logit; it is trained to tell real from generated
 images with binary cross-entropy (BCEWithLogitsLoss: the sigmoid is folded into the loss, which
@@ -7,7 +8,7 @@ is numerically safer), and the generator is trained to fool it with the non-satu
 optional gradient-norm clipping, and a hinge loss as an alternative (Miyato et al. 2018).
 
 Run it:
-    python dcgan.py                                         # the defaults: 64x64, 60 epochs, batch 128
+    python dcgan.py                             # the defaults: 64x64, 60 epochs, batch 128
     python dcgan.py --g-channels 128 --d-channels 128 --epochs 5   # a CPU-sized run
     python dcgan.py --resume                                # continue DCGAN_output after a stop
     python dcgan.py --sample DCGAN_output/generator.pkl --num-samples 100
@@ -20,6 +21,7 @@ How it differs from its siblings (`diff dcgan.py gan_complete.py` shows exactly 
                      RMSprop, n_critic = 5.
 Everything else (data, generator, outputs, checkpoints, command line) is the same text.
 """
+
 import argparse
 import collections
 import contextlib
@@ -129,7 +131,8 @@ class Config:
     classes: str = ""  # with --per-class: only these classes, by name or number (3,17)
 
 
-# --preset: none measured for this method yet (gan_complete.py has cpu, from the sweep in docs/preset_cpu/).
+# --preset: none measured for this method yet (gan_complete.py has cpu, from the sweep in
+# docs/preset_cpu/).
 PRESETS = {}
 
 
@@ -147,9 +150,13 @@ def weights_init(module):
 
 
 def upsample(config, channels_in, channels_out, bias):
-    """x2: ConvTranspose2d k4 s2 (DCGAN's), or nearest x2 + Conv2d k3: less checkerboard (Odena et al. 2016)."""
+    """x2: ConvTranspose2d k4 s2 (DCGAN's), or nearest x2 + Conv2d k3: less checkerboard (Odena et
+    al. 2016)."""
     if config.upsample == "nearest":
-        return [nn.Upsample(scale_factor=2), nn.Conv2d(channels_in, channels_out, 3, 1, 1, bias=bias)]
+        return [
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(channels_in, channels_out, 3, 1, 1, bias=bias),
+        ]
     return [nn.ConvTranspose2d(channels_in, channels_out, 4, 2, 1, bias=bias)]
 
 
@@ -161,14 +168,22 @@ class Generator(nn.Module):
     def __init__(self, config, num_classes=0, image_channels=3):
         super().__init__()
         self.channels, self.num_classes = config.g_channels, num_classes
-        self.embed = nn.Embedding(num_classes, config.z_dim) if num_classes else None  # N(0, 1), as z
-        self.project = nn.Linear(config.z_dim * (2 if num_classes else 1), config.g_channels * 4 * 4)
+        # N(0, 1), as z
+        self.embed = nn.Embedding(num_classes, config.z_dim) if num_classes else None
+        self.project = nn.Linear(
+            config.z_dim * (2 if num_classes else 1), config.g_channels * 4 * 4
+        )
         layers = [nn.BatchNorm2d(config.g_channels), nn.ReLU(True)]
         channels = config.g_channels
         for _ in range(int(math.log2(config.img_size)) - 3):  # 4 -> img_size / 2
-            layers += [*upsample(config, channels, channels // 2, False), nn.BatchNorm2d(channels // 2), nn.ReLU(True)]
+            layers += [
+                *upsample(config, channels, channels // 2, False),
+                nn.BatchNorm2d(channels // 2),
+                nn.ReLU(True),
+            ]
             channels //= 2
-        layers += [*upsample(config, channels, image_channels, True), nn.Tanh()]  # img_size / 2 -> img_size
+        # img_size / 2 -> img_size
+        layers += [*upsample(config, channels, image_channels, True), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z, labels=None):
@@ -183,25 +198,31 @@ def critic_norm(channels):
 
 
 class Discriminator(nn.Module):
-    """The critic (a WGAN's name) or discriminator (DCGAN's): strided Conv2d blocks with critic_norm on
-    all but the first, LeakyReLU(0.2), to phi(x) (d_channels x 4 x 4), then a 4x4 conv psi to one
+    """The critic (a WGAN's name) or discriminator (DCGAN's): strided Conv2d blocks with critic_norm
+    on all but the first, LeakyReLU(0.2), to phi(x) (d_channels x 4 x 4), then a 4x4 conv psi to one
     unbounded score (a Wasserstein score, or DCGAN's logit; no sigmoid, the loss holds it).
     Conditional: the projection discriminator (Miyato & Koyama 2018), D(x, y) = psi(phi(x)) +
-    <embed(y), phi(x)>; the embedding is a critic weight (clipped by WGAN-clip, penalised by WGAN-GP)."""
+    <embed(y), phi(x)>; the embedding is a critic weight (clipped by WGAN-clip, penalised by
+    WGAN-GP)."""
 
     def __init__(self, config, num_classes=0, image_channels=3):
         super().__init__()
         blocks = int(math.log2(config.img_size)) - 2  # img_size -> 4
         channels = config.d_channels // 2 ** (blocks - 1)
-        layers = [nn.Conv2d(image_channels, channels, 4, 2, 1), nn.LeakyReLU(0.2, True)]  # no norm on the input
+        # no norm on the input
+        layers = [nn.Conv2d(image_channels, channels, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         for _ in range(blocks - 1):
-            layers += [nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False), critic_norm(channels * 2),
-                       nn.LeakyReLU(0.2, True)]
+            layers += [
+                nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False),
+                critic_norm(channels * 2),
+                nn.LeakyReLU(0.2, True),
+            ]
             channels *= 2
         self.features = nn.Sequential(*layers)
         self.score = nn.Conv2d(channels, 1, 4, 1, 0)
         self.embed = nn.Embedding(num_classes, channels * 4 * 4) if num_classes else None
-        if self.embed is not None:  # on the scale of psi's weights, so neither term drowns the other
+        # on the scale of psi's weights, so neither term drowns the other
+        if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
     def forward(self, x, labels=None, with_features=False):
@@ -215,13 +236,20 @@ class Discriminator(nn.Module):
 
 def translate(x, max_rows, max_columns):
     """Each image shifted by whole pixels, up to max_rows down or up and max_columns right or left,
-    zeros shifted in. Integer indexing into a zero-padded copy, as the DiffAugment authors' code does:
-    exact in every dtype (a bf16 sampling grid cannot even address every pixel of a 256 px image)."""
+    zeros shifted in. Integer indexing into a zero-padded copy, as the DiffAugment authors' code
+    does: exact in every dtype (a bf16 sampling grid cannot even address every pixel of a 256 px
+    image)."""
     n, _, height, width = x.shape
-    shifts = torch.stack([torch.randint(-max_rows, max_rows + 1, (n,), device=x.device),
-                          torch.randint(-max_columns, max_columns + 1, (n,), device=x.device)], 1)
+    shifts = torch.stack(
+        [
+            torch.randint(-max_rows, max_rows + 1, (n,), device=x.device),
+            torch.randint(-max_columns, max_columns + 1, (n,), device=x.device),
+        ],
+        1,
+    )
     padded = F.pad(x, [max_columns, max_columns, max_rows, max_rows])
-    # output pixel (r, c) of image i is input pixel (r - dy_i, c - dx_i), found at an offset in the padding
+    # output pixel (r, c) of image i is input pixel (r - dy_i, c - dx_i), found at an offset in the
+    # padding
     rows = torch.arange(height, device=x.device) + max_rows - shifts[:, 0, None]
     columns = torch.arange(width, device=x.device) + max_columns - shifts[:, 1, None]
     batch = torch.arange(n, device=x.device)[:, None, None]
@@ -230,22 +258,26 @@ def translate(x, max_rows, max_columns):
 
 
 def diff_augment(x, policy):
-    """DiffAugment (Zhao et al. 2020): random colour, translation (1/8 of the side) and cutout (a square
-    of half the side), drawn per image and differentiable, given to real and generated images alike
-    before the critic, so that a critic trained on few images cannot simply memorise them."""
+    """DiffAugment (Zhao et al. 2020): random colour, translation (1/8 of the side) and cutout (a
+    square of half the side), drawn per image and differentiable, given to real and generated images
+    alike before the critic, so that a critic trained on few images cannot simply memorise them."""
     n, _, height, width = x.shape
     uniform = lambda: torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype)
     if "color" in policy:  # brightness, saturation, contrast
         x = x + uniform() - 0.5
         x = (x - x.mean(1, keepdim=True)) * 2 * uniform() + x.mean(1, keepdim=True)
-        x = (x - x.mean((1, 2, 3), keepdim=True)) * (uniform() + 0.5) + x.mean((1, 2, 3), keepdim=True)
+        x = (x - x.mean((1, 2, 3), keepdim=True)) * (uniform() + 0.5) + x.mean(
+            (1, 2, 3), keepdim=True
+        )
     if "translation" in policy:
         x = translate(x, height // 8, width // 8)
     if "cutout" in policy:
         centre = torch.rand(n, 2, 1, 1, device=x.device)
         rows = (torch.arange(height, device=x.device) + 0.5) / height
         columns = (torch.arange(width, device=x.device) + 0.5) / width
-        inside = ((rows[:, None] - centre[:, 0]).abs() < 0.25) & ((columns[None, :] - centre[:, 1]).abs() < 0.25)
+        inside = ((rows[:, None] - centre[:, 0]).abs() < 0.25) & (
+            (columns[None, :] - centre[:, 1]).abs() < 0.25
+        )
         x = x * ~inside[:, None]
     return x
 
@@ -258,7 +290,9 @@ def method_checks(config):
     if config.loss not in ("bce", "hinge"):
         raise ConfigError(f"--loss must be bce or hinge, got {config.loss!r}")
     if not 0 < config.real_label_smoothing <= 1:
-        raise ConfigError(f"--real-label-smoothing must be in (0, 1], got {config.real_label_smoothing}")
+        raise ConfigError(
+            f"--real-label-smoothing must be in (0, 1], got {config.real_label_smoothing}"
+        )
     if not config.gradient_clip >= 0:
         raise ConfigError(f"--gradient-clip must be >= 0, got {config.gradient_clip}")
     if not config.feature_matching >= 0:
@@ -270,9 +304,12 @@ def method_checks(config):
 def make_optimizers(generator, discriminator, config, device):
     # beta1 = 0.5: the DCGAN paper found the default 0.9 oscillated.
     fused = device.type == "cuda"  # one kernel for all parameters
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=config.betas, fused=fused)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=config.betas,
-                             fused=fused)
+    opt_g = torch.optim.Adam(
+        generator.parameters(), lr=config.lr_generator, betas=config.betas, fused=fused
+    )
+    opt_d = torch.optim.Adam(
+        discriminator.parameters(), lr=config.lr_discriminator, betas=config.betas, fused=fused
+    )
     return opt_g, opt_d
 
 
@@ -282,8 +319,9 @@ def discriminator_loss(real_logits, fake_logits, config):
         return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
     # L_D = BCE(D(x), s) + BCE(D(G(z)), 0); s < 1 is one-sided label smoothing (fakes keep 0)
     real_target = torch.full_like(real_logits, config.real_label_smoothing)
-    return (F.binary_cross_entropy_with_logits(real_logits, real_target)
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    return F.binary_cross_entropy_with_logits(
+        real_logits, real_target
+    ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
 
 
 def generator_loss(fake_logits, config):
@@ -312,35 +350,54 @@ def critic_step(generator, discriminator, real, labels, opt_d, scaler, config, a
 
 
 def generator_step(generator, discriminator, real, labels, opt_g, scaler, config, autocast):
-    """One generator update for a batch of the real batch's size and classes; returns (g_loss, skipped)."""
+    """One generator update for a batch of the real batch's size and classes; returns (g_loss,
+    skipped)."""
     z = torch.randn(real.size(0), config.z_dim, device=real.device)
     with autocast():
-        fake_logits, fake_features = discriminator(diff_augment(generator(z, labels), config.diffaugment), labels,
-                                                   with_features=True)
+        fake_logits, fake_features = discriminator(
+            diff_augment(generator(z, labels), config.diffaugment), labels, with_features=True
+        )
     g_loss = generator_loss(fake_logits.float(), config)
     if config.feature_matching > 0:
-        # + W * ||E f(x) - E f(G(z))||^2 over phi, the discriminator's last features (Salimans et al. 2016)
+        # + W * ||E f(x) - E f(G(z))||^2 over phi, the discriminator's last features (Salimans et
+        # al. 2016)
         with torch.no_grad(), autocast():
-            _, real_features = discriminator(diff_augment(real, config.diffaugment), labels, with_features=True)
-        g_loss = g_loss + config.feature_matching * (real_features.float().mean(0)
-                                                     - fake_features.float().mean(0)).square().sum()
+            _, real_features = discriminator(
+                diff_augment(real, config.diffaugment), labels, with_features=True
+            )
+        g_loss = (
+            g_loss
+            + config.feature_matching
+            * (real_features.float().mean(0) - fake_features.float().mean(0)).square().sum()
+        )
     return g_loss.detach(), scaled_step(g_loss, opt_g, scaler, config.gradient_clip)
 
 
 # ------------------------------------------------------------------------------- the training loop
 # metrics.csv's columns. d_skipped / g_skipped: 1 where the fp16 loss scaler skipped the critic's /
 # the generator's update (its gradients overflowed): a skipped step, not a divergence.
-METRIC_COLUMNS = ["step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time", "d_skipped",
-                  "g_skipped"]
+METRIC_COLUMNS = [
+    "step",
+    "epoch",
+    "d_loss",
+    "g_loss",
+    "w_dist",
+    "gp",
+    "lr",
+    "time",
+    "d_skipped",
+    "g_skipped",
+]
 COLUMN = {name: index for index, name in enumerate(METRIC_COLUMNS)}  # a column's place in a row
 STEP_METRICS = ["d_loss", "g_loss", "w_dist", "gp", "d_skipped", "g_skipped"]  # kept on the device
 SKIPPED_LIMIT = 100  # this many steps in a row with a skipped update: the run diverged
 # The fp16 loss scalers' first scale. torch's default, 65,536, overflows the gradients of the first
 # steps, each skipped while the scale halves: measured at width 128 on the flowers, WGAN-GP's critic
-# came down to 32 after 11 skipped steps, its generator to 16,384, DCGAN's discriminator below 8,192.
-# The scalers still double their scale after every 2,000 steps without an overflow.
-FP16_INITIAL_SCALE = {"scaler_d": 2.0 ** 5, "scaler_g": 2.0 ** 14}
-BN_CALIBRATION_BATCHES = 16  # train-mode passes that measure the EMA generator's BatchNorm statistics
+# came down to 32 after 11 skipped steps, its generator to 16,384, DCGAN's discriminator below
+# 8,192. The scalers still double their scale after every 2,000 steps without an overflow.
+FP16_INITIAL_SCALE = {"scaler_d": 2.0**5, "scaler_g": 2.0**14}
+# train-mode passes that measure the EMA generator's BatchNorm statistics
+BN_CALIBRATION_BATCHES = 16
 
 
 def train_gan(generator, discriminator, dataloader, config):
@@ -349,10 +406,14 @@ def train_gan(generator, discriminator, dataloader, config):
     numbers, as in run_info.json."""
     run = start_training(generator, discriminator, dataloader, config)
     parts, state, autocast = run.parts, run.state, run.autocast
-    opt_g, opt_d, scaler_g, scaler_d = (parts[name] for name in ("opt_g", "opt_d", "scaler_g", "scaler_d"))
+    opt_g, opt_d, scaler_g, scaler_d = (
+        parts[name] for name in ("opt_g", "opt_d", "scaler_g", "scaler_d")
+    )
     step_generator = torch.compile(generator) if config.compile else generator
     # the generator's last loss and skip, logged with every critic step: it steps once in n_critic
-    g_loss = torch.tensor(run.rows[-1][COLUMN["g_loss"]] if run.rows else math.nan, device=run.device)
+    g_loss = torch.tensor(
+        run.rows[-1][COLUMN["g_loss"]] if run.rows else math.nan, device=run.device
+    )
     g_skipped = torch.zeros((), device=run.device)
     pace_step = state["step"] + config.log_every  # when the pace line is printed
 
@@ -367,13 +428,22 @@ def train_gan(generator, discriminator, dataloader, config):
             for index, real, labels in dataloader.batches(epoch, start=first_batch):
                 # the critic: one step on every batch
                 d_loss, w_dist, gp, d_skipped = critic_step(
-                    step_generator, discriminator, real, labels, opt_d, scaler_d, config, autocast)
+                    step_generator, discriminator, real, labels, opt_d, scaler_d, config, autocast
+                )
 
                 # the generator: one step on the first of every n_critic batches, then its average
                 if state["step"] % config.n_critic == 0:
                     discriminator.requires_grad_(False)  # no critic weight gradients in the G step
                     g_loss, g_skipped = generator_step(
-                        step_generator, discriminator, real, labels, opt_g, scaler_g, config, autocast)
+                        step_generator,
+                        discriminator,
+                        real,
+                        labels,
+                        opt_g,
+                        scaler_g,
+                        config,
+                        autocast,
+                    )
                     discriminator.requires_grad_(True)
                     if parts["ema"] is not None:
                         update_ema(parts["ema"], generator, config.ema_decay, state["ema_updates"])
@@ -428,8 +498,14 @@ class Training:
 
 def progress_bar(batches, first_batch, epoch, config):
     """A tqdm bar over an epoch's batches, starting at first_batch in a resumed epoch."""
-    return tqdm(total=batches, initial=first_batch, desc=f"epoch {epoch + 1}/{config.epochs}",
-                leave=False, dynamic_ncols=True, disable=not config.progress)
+    return tqdm(
+        total=batches,
+        initial=first_batch,
+        desc=f"epoch {epoch + 1}/{config.epochs}",
+        leave=False,
+        dynamic_ncols=True,
+        disable=not config.progress,
+    )
 
 
 def start_training(generator, discriminator, dataloader, config):
@@ -449,18 +525,30 @@ def start_training(generator, discriminator, dataloader, config):
         "sched_d": lr_schedule(opt_d, config, total_steps),
     }
     for name in ("scaler_g", "scaler_d"):  # a pass-through scaler unless fp16
-        parts[name] = torch.amp.GradScaler(device.type, init_scale=FP16_INITIAL_SCALE[name],
-                                           enabled=dtype == torch.float16)
-    state = {"epoch": 0, "batch": 0, "step": 0, "g_steps": 0, "ema_updates": 0, "images_seen": 0,
-             "elapsed": 0.0, "images": len(dataloader.images), "data": fingerprint(dataloader.images)}
+        parts[name] = torch.amp.GradScaler(
+            device.type, init_scale=FP16_INITIAL_SCALE[name], enabled=dtype == torch.float16
+        )
+    state = {
+        "epoch": 0,
+        "batch": 0,
+        "step": 0,
+        "g_steps": 0,
+        "ema_updates": 0,
+        "images_seen": 0,
+        "elapsed": 0.0,
+        "images": len(dataloader.images),
+        "data": fingerprint(dataloader.images),
+    }
     rows = []
     if config.resume:
         rows = restore_checkpoint(out_dir / "checkpoint.pt", parts, state, config, device)
     if out_of_time(config, state["elapsed"]):
-        raise ConfigError(f"--minutes {config.minutes:g}: the run has trained "
-                          f"{state['elapsed'] / 60:.2f} minutes already; to go on, pass a larger "
-                          f"--minutes, or --minutes 0 to train to the end of its --epochs "
-                          f"({config.epochs})")
+        raise ConfigError(
+            f"--minutes {config.minutes:g}: the run has trained "
+            f"{state['elapsed'] / 60:.2f} minutes already; to go on, pass a larger "
+            f"--minutes, or --minutes 0 to train to the end of its --epochs "
+            f"({config.epochs})"
+        )
 
     # samples_epoch_XXX.png: the same 64 z's every epoch, and 8 classes spread over all, one a row
     fixed_z = torch.randn(64, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
@@ -468,25 +556,44 @@ def start_training(generator, discriminator, dataloader, config):
     fixed = (fixed_z.to(device), classes.repeat_interleave(8).to(device))
 
     data = {"channels": dataloader.images.size(1), "class_names": dataloader.class_names}
-    write_json(out_dir / "config.json", {
-        "variant": VARIANT, "script": Path(__file__).stem, "config": run_settings(config),
-        "data": data, "torch": torch.__version__, "device": str(device)})
+    write_json(
+        out_dir / "config.json",
+        {
+            "variant": VARIANT,
+            "script": Path(__file__).stem,
+            "config": run_settings(config),
+            "data": data,
+            "torch": torch.__version__,
+            "device": str(device),
+        },
+    )
     # rewritten from the checkpoint's rows: drops the steps a stopped run made after it
     header = ",".join(METRIC_COLUMNS).encode() + b"\n"
     preprocess.write_atomically(out_dir / "metrics.csv", lambda f: f.write(header + csv_text(rows)))
     writer = None
     if config.tensorboard:
         from torch.utils.tensorboard import SummaryWriter  # optional: run_training checked for it
+
         # purge_step drops what a stopped run logged after its checkpoint
         writer = SummaryWriter(out_dir / "tensorboard", purge_step=state["step"] or None)
 
     generator.train()
     discriminator.train()
-    autocast = functools.partial(torch.autocast, device.type, dtype=dtype or torch.float32,
-                                 enabled=dtype is not None)
-    return Training(parts=parts, state=state, rows=rows, fixed=fixed, autocast=autocast,
-                    writer=writer, device=device, total_steps=total_steps,
-                    started=time.perf_counter() - state["elapsed"], elapsed_at_start=state["elapsed"])
+    autocast = functools.partial(
+        torch.autocast, device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+    )
+    return Training(
+        parts=parts,
+        state=state,
+        rows=rows,
+        fixed=fixed,
+        autocast=autocast,
+        writer=writer,
+        device=device,
+        total_steps=total_steps,
+        started=time.perf_counter() - state["elapsed"],
+        elapsed_at_start=state["elapsed"],
+    )
 
 
 def lr_schedule(optimizer, config, total_steps):
@@ -571,8 +678,10 @@ def report_pace(run, config):
     state, now = run.state, training_time(run)
     per_step = (now - run.elapsed_at_start) / config.log_every
     hours = (run.total_steps - state["step"]) * per_step / 3600
-    message = (f"pace: {per_step:.2f} s a step here, so the {config.epochs} epochs "
-               f"({run.total_steps:,} steps) need about {hours:.1f} h more")
+    message = (
+        f"pace: {per_step:.2f} s a step here, so the {config.epochs} epochs "
+        f"({run.total_steps:,} steps) need about {hours:.1f} h more"
+    )
     if run.device.type == "cpu" and hours > 0.5 and "cpu" in PRESETS and not config.minutes:
         message += "; for a run of 10 minutes on a CPU, use --preset cpu"
     if config.minutes:
@@ -580,9 +689,11 @@ def report_pace(run, config):
         last_step = min(run.total_steps, state["step"] + steps_left)
         message += f"; --minutes {config.minutes:g} stops it near step {last_step:,}"
         if config.lr_schedule != "constant" and last_step < run.total_steps:
-            message += (f", {last_step / run.total_steps:.0%} of the way through its "
-                        f"{config.lr_schedule} learning-rate decay (--lr-schedule constant suits a "
-                        "run stopped by time)")
+            message += (
+                f", {last_step / run.total_steps:.0%} of the way through its "
+                f"{config.lr_schedule} learning-rate decay (--lr-schedule constant suits a "
+                "run stopped by time)"
+            )
     tqdm.write(message)
 
 
@@ -594,10 +705,12 @@ def out_of_time(config, elapsed):
 
 def report_time_stop(config, state):
     command = resume_command(config.out_dir)
-    tqdm.write(f"--minutes {config.minutes:g} spent at step {state['step']}, in epoch "
-               f"{state['epoch'] + 1}. To train on: {command} --minutes M (M > {config.minutes:g}, "
-               f"the budget in all), or --minutes 0 to train to the end of its --epochs "
-               f"({config.epochs})")
+    tqdm.write(
+        f"--minutes {config.minutes:g} spent at step {state['step']}, in epoch "
+        f"{state['epoch'] + 1}. To train on: {command} --minutes M (M > {config.minutes:g}, "
+        f"the budget in all), or --minutes 0 to train to the end of its --epochs "
+        f"({config.epochs})"
+    )
 
 
 def finish_epoch(run, dataloader, config, epoch, first_batch, epoch_start):
@@ -616,9 +729,11 @@ def finish_epoch(run, dataloader, config, epoch, first_batch, epoch_start):
     save_checkpoint(run, config)  # last: the epoch is done only once all its files are whole
     seconds = time.perf_counter() - epoch_start
     last = dict(zip(METRIC_COLUMNS, run.rows[-1]))
-    tqdm.write(f"epoch {epoch + 1}/{config.epochs}  D {last['d_loss']:.4f}  G {last['g_loss']:.4f}  "
-               f"W {last['w_dist']:.4f}  GP {last['gp']:.4f}  {seconds:.1f}s  "
-               f"{batches * dataloader.batch_size / seconds:.0f} img/s")
+    tqdm.write(
+        f"epoch {epoch + 1}/{config.epochs}  D {last['d_loss']:.4f}  G {last['g_loss']:.4f}  "
+        f"W {last['w_dist']:.4f}  GP {last['gp']:.4f}  {seconds:.1f}s  "
+        f"{batches * dataloader.batch_size / seconds:.0f} img/s"
+    )
 
 
 def flush_metrics(run, config, bar):
@@ -630,7 +745,13 @@ def flush_metrics(run, config, bar):
     on_device = torch.stack([torch.stack(metrics) for *_, metrics in run.pending])
     new_rows = []
     for (step, epoch, lr, seconds, _), values in zip(run.pending, on_device.float().cpu().tolist()):
-        row = {"step": step, "epoch": epoch, "lr": lr, "time": seconds, **dict(zip(STEP_METRICS, values))}
+        row = {
+            "step": step,
+            "epoch": epoch,
+            "lr": lr,
+            "time": seconds,
+            **dict(zip(STEP_METRICS, values)),
+        }
         new_rows.append([row[name] for name in METRIC_COLUMNS])
     run.pending.clear()
     run.rows.extend(new_rows)
@@ -641,8 +762,12 @@ def flush_metrics(run, config, bar):
         for name in ("d_loss", "g_loss", "w_dist", "gp", "lr"):
             run.writer.add_scalar(name, last[name], last["step"])
     if bar is not None:
-        bar.set_postfix(D=f"{last['d_loss']:.3f}", G=f"{last['g_loss']:.3f}",
-                        W=f"{last['w_dist']:.3f}", GP=f"{last['gp']:.3f}")
+        bar.set_postfix(
+            D=f"{last['d_loss']:.3f}",
+            G=f"{last['g_loss']:.3f}",
+            W=f"{last['w_dist']:.3f}",
+            GP=f"{last['gp']:.3f}",
+        )
     check_losses(new_rows, run.rows)
 
 
@@ -652,17 +777,23 @@ def check_losses(new_rows, rows):
     for row in map(lambda values: dict(zip(METRIC_COLUMNS, values)), new_rows):
         critic_diverged = not all(map(math.isfinite, (row["d_loss"], row["w_dist"], row["gp"])))
         generator_diverged = not math.isfinite(row["g_loss"])
-        if (critic_diverged and not row["d_skipped"]) or (generator_diverged and not row["g_skipped"]):
-            raise NonFiniteLoss(f"non-finite loss at step {row['step']} (d_loss={row['d_loss']}, "
-                                f"g_loss={row['g_loss']})")
+        if (critic_diverged and not row["d_skipped"]) or (
+            generator_diverged and not row["g_skipped"]
+        ):
+            raise NonFiniteLoss(
+                f"non-finite loss at step {row['step']} (d_loss={row['d_loss']}, "
+                f"g_loss={row['g_loss']})"
+            )
     streak = 0
     for row in reversed(rows):
         if not (row[COLUMN["d_skipped"]] or row[COLUMN["g_skipped"]]):
             break
         streak += 1
     if streak >= SKIPPED_LIMIT:
-        raise NonFiniteLoss(f"the fp16 loss scaler skipped an update in each of the {streak} steps "
-                            f"to {rows[-1][COLUMN['step']]}")
+        raise NonFiniteLoss(
+            f"the fp16 loss scaler skipped an update in each of the {streak} steps "
+            f"to {rows[-1][COLUMN['step']]}"
+        )
 
 
 def check_finite(modules, step):
@@ -704,7 +835,9 @@ def recalibrated_batchnorm(ema, config, seed):
     noise = torch.Generator().manual_seed(seed)
     device = next(calibrated.parameters()).device
     for _ in range(BN_CALIBRATION_BATCHES):
-        labels = torch.randint(max(calibrated.num_classes, 1), (config.batch_size,), generator=noise)
+        labels = torch.randint(
+            max(calibrated.num_classes, 1), (config.batch_size,), generator=noise
+        )
         z = torch.randn(config.batch_size, config.z_dim, generator=noise)
         calibrated(z.to(device), labels.to(device))
     return calibrated.train(False)
@@ -737,7 +870,7 @@ def write_run_info(run, dataloader, config):
 
 
 def fingerprint(images):
-    """A short hash of the training images' pixels (about 0.2 s): a resume on other data is refused."""
+    """A short hash of the training images' pixels (0.2 s): a resume on other data is refused."""
     return hashlib.sha1(images.cpu().numpy().data, usedforsecurity=False).hexdigest()[:16]
 
 
@@ -752,15 +885,23 @@ def generate(generator, z, device, labels=None, chunk=128):
     labels = torch.zeros(len(z), dtype=torch.long) if labels is None else labels
     was_training = generator.training
     generator.train(False)
-    images = torch.cat([generator(part.to(device), part_labels.to(device)).float().cpu()
-                        for part, part_labels in zip(z.split(chunk), labels.split(chunk))])
+    images = torch.cat(
+        [
+            generator(part.to(device), part_labels.to(device)).float().cpu()
+            for part, part_labels in zip(z.split(chunk), labels.split(chunk))
+        ]
+    )
     generator.train(was_training)
     return images
 
 
 def save_grid(images, path, nrow=8):
-    preprocess.write_atomically(path, lambda f: save_image(images, f, format="png", nrow=nrow, normalize=True,
-                                            value_range=(-1, 1)))
+    preprocess.write_atomically(
+        path,
+        lambda f: save_image(
+            images, f, format="png", nrow=nrow, normalize=True, value_range=(-1, 1)
+        ),
+    )
 
 
 def save_samples(generator, noise, labels, path, class_names):
@@ -775,25 +916,37 @@ def save_samples(generator, noise, labels, path, class_names):
 
 
 def class_indices(class_names, classes):
-    """The indices of --classes (names, or numbers: 3 finds '003' and 'class_3'); all when it is empty."""
+    """The indices of --classes (names, or numbers: 3 finds '003' and 'class_3'); all when it is
+    empty."""
     indices = []
-    numbers = [int(match.group()) if (match := re.search(r"\d+$", name)) else None for name in class_names]
+    numbers = [
+        int(match.group()) if (match := re.search(r"\d+$", name)) else None for name in class_names
+    ]
     for token in filter(None, (t.strip() for t in classes.split(","))):
-        found = [i for i, name in enumerate(class_names)
-                 if name == token or (token.isdigit() and numbers[i] == int(token))]
+        found = [
+            i
+            for i, name in enumerate(class_names)
+            if name == token or (token.isdigit() and numbers[i] == int(token))
+        ]
         if not found:
-            raise ConfigError(f"--classes: there is no class {token!r}; this generator's classes are "
-                              f"{', '.join(class_names[:3])}, ..., {class_names[-1]}")
+            raise ConfigError(
+                f"--classes: there is no class {token!r}; this generator's classes are "
+                f"{', '.join(class_names[:3])}, ..., {class_names[-1]}"
+            )
         indices.append(found[0])
     return indices or list(range(len(class_names)))
 
 
 def per_class_images(generator, config, indices, per_class, device):
-    """[len(indices), per_class, C, H, W] in [-1, 1]: the same per_class z's for every class, so that a
-    column shows what the class alone changes."""
-    z = torch.randn(per_class, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 3))
+    """[len(indices), per_class, C, H, W] in [-1, 1]: the same per_class z's for every class, so
+    that a column shows what the class alone changes."""
+    z = torch.randn(
+        per_class, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 3)
+    )
     labels = torch.tensor(indices).repeat_interleave(per_class)
-    return generate(generator, z.repeat(len(indices), 1), device, labels).unflatten(0, (len(indices), per_class))
+    return generate(generator, z.repeat(len(indices), 1), device, labels).unflatten(
+        0, (len(indices), per_class)
+    )
 
 
 def plot_losses(out_dir):
@@ -803,7 +956,8 @@ def plot_losses(out_dir):
 
 def read_metrics(out_dir):
     lines = (Path(out_dir) / "metrics.csv").read_text().split("\n")  # the last is "" or a torn row
-    rows = [[float(v) if v else math.nan for v in row] for row in csv.reader(lines[1:-1])]  # blank: skipped
+    # blank: skipped
+    rows = [[float(v) if v else math.nan for v in row] for row in csv.reader(lines[1:-1])]
     return np.array(rows).reshape(-1, len(METRIC_COLUMNS))
 
 
@@ -817,8 +971,11 @@ def write_final_outputs(config, device, data):
     save_grid(generate(generator, z, device, labels), out_dir / "generated_samples.png")
     if generator.num_classes:
         indices = list(range(generator.num_classes))
-        analysis.save_per_class_grid(per_class_images(generator, config, indices, PER_CLASS_GRID, device),
-                            data["class_names"], out_dir)
+        analysis.save_per_class_grid(
+            per_class_images(generator, config, indices, PER_CLASS_GRID, device),
+            data["class_names"],
+            out_dir,
+        )
     draw = lambda z: generate(generator, z, device)  # class 0 of a conditional generator
     within = f", all of class {data['class_names'][0]}" if generator.num_classes else ""
     analysis.latent_space_analysis(draw, config, out_dir, VARIANT, within)
@@ -831,38 +988,49 @@ def weights_run(weights, given):
     run_folder = weights.parent.parent if weights.parent.name == "snapshots" else weights.parent
     if not (run_folder / "config.json").exists():
         return config_from_dict({**asdict(Config()), **given}), None
-    config = config_from_dict({**asdict(read_config(run_folder / "config.json")), "device": "auto", **given})
+    config = config_from_dict(
+        {**asdict(read_config(run_folder / "config.json")), "device": "auto", **given}
+    )
     validate_config(config)
     return config, json.loads((run_folder / "config.json").read_text()).get("data")
 
 
 def generate_per_class(weights_path, per_class=10, classes="", device="cpu"):
-    """{class name: uint8 images [per_class, H, W, 3] (or [per_class, H, W] grayscale)} from a conditional
-    generator.pkl and its config.json.
+    """{class name: uint8 images [per_class, H, W, 3] (or [per_class, H, W] grayscale)} from a
+    conditional generator.pkl and its config.json.
 
     For a coursework's reproduce file: `generate_per_class("GAN_output/generator.pkl", 10)`.
     """
     config, data = weights_run(Path(weights_path).resolve(), {"device": device})
     if not (config.conditional and data):
-        raise ConfigError(f"{weights_path} is not a conditional generator with its config.json beside it: "
-                          "train with --conditional to generate images of a class")
+        raise ConfigError(
+            f"{weights_path} is not a conditional generator with its config.json beside it: "
+            "train with --conditional to generate images of a class"
+        )
     generator = load_generator(weights_path, config, resolve_device(config.device), data)
     indices = class_indices(data["class_names"], classes)
     images = per_class_images(generator, config, indices, per_class, resolve_device(config.device))
-    pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
-    pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels  # grayscale: [N, H, W], as PIL takes it
+    pixels = (
+        ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
+    )
+    # grayscale: [N, H, W], as PIL takes it
+    pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
     return {data["class_names"][i]: batch for i, batch in zip(indices, pixels)}
 
 
 def sample_from_weights(config, given):
-    """--sample: a grid and single PNGs from saved weights, without training; --per-class: of each class."""
+    """--sample: a grid and single PNGs from saved weights, without training; --per-class: of each
+    class."""
     weights = Path(config.sample).resolve()
     config, data = weights_run(weights, given)
-    # Beside the weights unless --out-dir is given: the out_dir in config.json may be another machine's.
+    # Beside the weights unless --out-dir is given: the out_dir in config.json may be another
+    # machine's.
     out_dir = Path(given["out_dir"]) if "out_dir" in given else weights.parent
     if config.per_class and not (config.conditional and data):
-        raise ConfigError(f"--per-class: {weights} is not a conditional generator (trained without --conditional, "
-                          "or without its config.json): use --num-samples")
+        raise ConfigError(
+            f"--per-class: {weights} is not a conditional generator (trained without "
+            "--conditional, or without its config.json): use --num-samples"
+        )
     indices = class_indices(data["class_names"], config.classes) if config.per_class else []
     device = resolve_device(config.device)
     generator = load_generator(weights, config, device, data)
@@ -871,19 +1039,28 @@ def sample_from_weights(config, given):
         old.unlink()
     if config.per_class:
         names = [data["class_names"][i] for i in indices]
-        batches, folders = per_class_images(generator, config, indices, config.per_class, device), names
+        batches, folders = (
+            per_class_images(generator, config, indices, config.per_class, device),
+            names,
+        )
         analysis.save_per_class_grid(batches, names, out_dir)
     else:
-        z = torch.randn(config.num_samples, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
+        z = torch.randn(
+            config.num_samples, config.z_dim, generator=torch.Generator().manual_seed(config.seed)
+        )
         batches, folders = generate(generator, z, device)[None], [""]
-        save_grid(batches[0], out_dir / "samples_grid.png", nrow=math.ceil(math.sqrt(config.num_samples)))
+        save_grid(
+            batches[0], out_dir / "samples_grid.png", nrow=math.ceil(math.sqrt(config.num_samples))
+        )
     for folder, batch in zip(folders, batches):
         (out_dir / "samples" / folder).mkdir(exist_ok=True)
         for index, image in enumerate(batch, 1):
             save_grid(image, out_dir / "samples" / folder / f"sample_{index:04d}.png")
     analysis.latent_traversal(lambda z: generate(generator, z, device), config, out_dir, VARIANT)
-    print(f"{batches.shape[0] * batches.shape[1]} samples from {weights} in {out_dir / 'samples'}/, and the grid "
-          + ("samples_per_class*.png" if config.per_class else "samples_grid.png"))
+    print(
+        f"{batches.shape[0] * batches.shape[1]} samples from {weights} in {out_dir / 'samples'}/, "
+        "and the grid " + ("samples_per_class*.png" if config.per_class else "samples_grid.png")
+    )
     return 0
 
 
@@ -920,37 +1097,65 @@ def build_parser():
     for field in dataclasses.fields(Config):
         help_text = f"{comments.get(field.name, '')} (default: {field.default})"
         if isinstance(field.default, bool):
-            parser.add_argument(flag(field.name), action=argparse.BooleanOptionalAction,
-                                help=help_text)
+            parser.add_argument(
+                flag(field.name), action=argparse.BooleanOptionalAction, help=help_text
+            )
         elif isinstance(field.default, tuple):
-            parser.add_argument(flag(field.name), nargs=len(field.default), type=float,
-                                help=help_text)
+            parser.add_argument(
+                flag(field.name), nargs=len(field.default), type=float, help=help_text
+            )
         else:
             parser.add_argument(flag(field.name), type=type(field.default), help=help_text)
     return parser
 
 
 def parse_config(argv=None):
-    """(Config, the fields typed on the command line): the typed fields over the --preset's over the defaults.
-    A resumed run or a --sample takes the rest from its config.json, which holds the preset's values."""
+    """(Config, the fields typed on the command line): the typed fields over the --preset's over the
+    defaults. A resumed run or a --sample takes the rest from its config.json, which holds the
+    preset's values."""
     given = vars(build_parser().parse_args(argv))
     given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items()}
     if given.get("preset", "") not in {"", *PRESETS}:
-        raise ConfigError(f"--preset must be {' or '.join(PRESETS) or 'empty (this script has none)'}, got "
-                          f"{given['preset']!r}")
+        raise ConfigError(
+            f"--preset must be {' or '.join(PRESETS) or 'empty (this script has none)'}, got "
+            f"{given['preset']!r}"
+        )
     return Config(**{**PRESETS.get(given.get("preset"), {}), **given}), given
 
 
-POSITIVE = ["epochs", "batch_size", "z_dim", "g_channels", "d_channels", "n_critic", "log_every",
-            "num_samples", "synthetic_images", "synthetic_classes", "lr_generator", "lr_discriminator"]
-NOT_NEGATIVE = ["rotations", "checkpoint_every", "snapshot_every", "preprocess_workers", "max_angle",
-                "warmup_steps", "per_class", "minutes"]
-CHOICES = {"lr_schedule": ("cosine", "linear", "constant"), "amp": ("auto", "bf16", "fp16", "off"),
-           "upsample": ("transpose", "nearest")}
+POSITIVE = [
+    "epochs",
+    "batch_size",
+    "z_dim",
+    "g_channels",
+    "d_channels",
+    "n_critic",
+    "log_every",
+    "num_samples",
+    "synthetic_images",
+    "synthetic_classes",
+    "lr_generator",
+    "lr_discriminator",
+]
+NOT_NEGATIVE = [
+    "rotations",
+    "checkpoint_every",
+    "snapshot_every",
+    "preprocess_workers",
+    "max_angle",
+    "warmup_steps",
+    "per_class",
+    "minutes",
+]
+CHOICES = {
+    "lr_schedule": ("cosine", "linear", "constant"),
+    "amp": ("auto", "bf16", "fp16", "off"),
+    "upsample": ("transpose", "nearest"),
+}
 
 
 def validate_config(config):
-    """Raise a ConfigError that names the flag and what it takes, for the first value that is wrong."""
+    """A ConfigError naming the flag and what it takes, for the first value that is wrong."""
     for name in POSITIVE:
         if not getattr(config, name) > 0:  # also catches nan
             raise ConfigError(f"{flag(name)} must be > 0, got {getattr(config, name)}")
@@ -964,32 +1169,40 @@ def validate_config(config):
             raise ConfigError(f"{flag(field.name)} must be a finite number, got {value}")
     for name, choices in CHOICES.items():
         if getattr(config, name) not in choices:
-            raise ConfigError(f"{flag(name)} must be {' or '.join(choices)}, "
-                              f"got {getattr(config, name)!r}")
+            raise ConfigError(
+                f"{flag(name)} must be {' or '.join(choices)}, got {getattr(config, name)!r}"
+            )
     for name in ["seed", "data_seed"]:
-        if not 0 <= getattr(config, name) < 2 ** 32:  # numpy's seed range
+        if not 0 <= getattr(config, name) < 2**32:  # numpy's seed range
             raise ConfigError(f"{flag(name)} must be in [0, 2**32), got {getattr(config, name)}")
 
     if config.resume and config.overwrite:
-        raise ConfigError("--resume continues the run in --out-dir and --overwrite deletes it: "
-                          "pass one of them")
+        raise ConfigError(
+            "--resume continues the run in --out-dir and --overwrite deletes it: pass one of them"
+        )
     if config.z_dim < 2:
-        raise ConfigError(f"--z-dim must be at least 2 (the latent analysis projects z to 2-D), "
-                          f"got {config.z_dim}")
+        raise ConfigError(
+            f"--z-dim must be at least 2 (the latent analysis projects z to 2-D), "
+            f"got {config.z_dim}"
+        )
     if config.img_size not in (32, 64, 128, 256):
         raise ConfigError(f"--img-size must be 32, 64, 128 or 256, got {config.img_size}")
     halvings = int(math.log2(config.img_size)) - 3  # the models halve their width this often
     for name in ["g_channels", "d_channels"]:
-        if getattr(config, name) % 2 ** halvings:
-            raise ConfigError(f"{flag(name)} must be a multiple of {2 ** halvings} at --img-size "
-                              f"{config.img_size} (it is halved per block)")
+        if getattr(config, name) % 2**halvings:
+            raise ConfigError(
+                f"{flag(name)} must be a multiple of {2**halvings} at --img-size "
+                f"{config.img_size} (it is halved per block)"
+            )
     if not 0 <= config.ema_decay < 1:
         raise ConfigError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
     if config.latent_pool < 8:
         raise ConfigError(f"--latent-pool must be at least 8, got {config.latent_pool}")
     if not set(filter(None, config.diffaugment.split(","))) <= {"color", "translation", "cutout"}:
-        raise ConfigError(f"--diffaugment takes color, translation and cutout, comma-separated; "
-                          f"got {config.diffaugment!r}")
+        raise ConfigError(
+            f"--diffaugment takes color, translation and cutout, comma-separated; "
+            f"got {config.diffaugment!r}"
+        )
     if config.classes and not config.per_class:
         raise ConfigError("--classes chooses the classes of --per-class: pass --per-class N too")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", config.device):
@@ -1000,8 +1213,11 @@ def validate_config(config):
 def config_from_dict(values):
     """A Config from a dict (config.json, a checkpoint), ignoring unknown keys."""
     names = {f.name: f for f in dataclasses.fields(Config)}
-    kept = {k: (tuple(v) if isinstance(names[k].default, tuple) else v)
-            for k, v in values.items() if k in names}
+    kept = {
+        k: (tuple(v) if isinstance(names[k].default, tuple) else v)
+        for k, v in values.items()
+        if k in names
+    }
     return Config(**kept)
 
 
@@ -1033,8 +1249,10 @@ def resolve_device(name):
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
     if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
-                          f"cuda:{torch.cuda.device_count() - 1}")
+        raise ConfigError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}"
+        )
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("--device mps: MPS is not available here; use --device cpu or auto")
     return torch.device(name)
@@ -1050,27 +1268,31 @@ def cpu_has_native_bf16():
 
 
 def amp_dtype(config, device):
-    """bf16 has fp32's exponent range and needs no loss scaler; fp16 (a T4's or V100's fast tensor cores)
-    underflows small gradients, so it comes with a GradScaler (train_gan, scaled_step)."""
+    """bf16 has fp32's exponent range and needs no loss scaler; fp16 (a T4's or V100's fast tensor
+    cores) underflows small gradients, so it comes with a GradScaler (train_gan, scaled_step)."""
     if config.amp != "auto":
         return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[config.amp]
     if device.type == "cuda":
         capability = torch.cuda.get_device_capability(device)
-        if capability >= (8, 0):  # bf16 tensor cores from Ampere on; older GPUs only emulate bf16, slowly
+        # bf16 tensor cores from Ampere on; older GPUs only emulate bf16, slowly
+        if capability >= (8, 0):
             return torch.bfloat16
         if capability >= (7, 0):  # fp16 tensor cores: V100, T4, Turing
             return torch.float16
-        return None  # Pascal and older have no tensor cores and run fp16 no faster (consumer Pascal 1/64)
+        # Pascal and older have no tensor cores and run fp16 no faster (consumer Pascal 1/64)
+        return None
     return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
 
 
 def keep_freed_cpu_memory(device):
-    """glibc gives freed blocks over 128 KB back to the OS, so each CPU step page-faults its activations in
-    afresh: keeping up to 128 MB (blocks under 16 MB from the heap) makes a width-128 step ~11% faster."""
+    """glibc gives freed blocks over 128 KB back to the OS, so each CPU step page-faults its
+    activations in afresh: keeping up to 128 MB (blocks under 16 MB from the heap) makes a width-128
+    step ~11% faster."""
     if device.type == "cpu" and sys.platform == "linux":
         with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, say): nothing to set
             libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(-3, 16 << 20), libc.mallopt(-1, 128 << 20)  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+            # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+            libc.mallopt(-3, 16 << 20), libc.mallopt(-1, 128 << 20)
 
 
 def seed_everything(seed, deterministic):
@@ -1087,7 +1309,8 @@ def seed_everything(seed, deterministic):
 
 # -------------------------------------------------------------------------------------------- data
 class InMemoryLoader:
-    """Batches of (images in [-1, 1], their class labels) from uint8 images held on the training device.
+    """Batches of (images in [-1, 1], their class labels) from uint8 images held on the training
+    device.
 
     Decoding JPEGs every epoch costs more than the training step on a small machine, so the
     preprocessed images are decoded once and kept as uint8 (8,189 x 3 x 64 x 64 is 100 MB);
@@ -1097,7 +1320,9 @@ class InMemoryLoader:
 
     def __init__(self, images, labels, batch_size, seed, device, channels_last=True):
         if len(images) < batch_size:
-            raise ConfigError(f"--batch-size {batch_size} is larger than the data set ({len(images)} images)")
+            raise ConfigError(
+                f"--batch-size {batch_size} is larger than the data set ({len(images)} images)"
+            )
         self.images = images.to(device)  # once, at start-up: no host-to-device copy per step
         self.labels = labels.to(device)
         self.batch_size, self.seed, self.device = batch_size, seed, torch.device(device)
@@ -1111,7 +1336,7 @@ class InMemoryLoader:
         permutation = torch.randperm(len(self.images), generator=order).to(self.device)
         flips = (torch.rand(len(self.images), generator=order) < 0.5).to(self.device)
         for index in range(start, len(self)):
-            picked = permutation[index * self.batch_size:(index + 1) * self.batch_size]
+            picked = permutation[index * self.batch_size : (index + 1) * self.batch_size]
             real = self.images[picked].float().div_(127.5).sub_(1.0)
             real = torch.where(flips[picked, None, None, None], real.flip(3), real)
             yield index, real.contiguous(memory_format=self.memory_format), self.labels[picked]
@@ -1132,6 +1357,7 @@ class NonFiniteLoss(Exception):
 
 class _StopRequest:
     """Turns SIGINT/SIGTERM into a flag checked after each step; a second Ctrl-C stops at once."""
+
     signum = None
 
     def __enter__(self):
@@ -1151,45 +1377,62 @@ class _StopRequest:
 def save_checkpoint(run, config):
     """checkpoint.pt: everything a resume needs: the parts' state_dicts, the counters, the metrics,
     every RNG."""
-    checkpoint = {name: None if part is None else part.state_dict() for name, part in run.parts.items()}
+    checkpoint = {
+        name: None if part is None else part.state_dict() for name, part in run.parts.items()
+    }
     metrics = torch.tensor(run.rows, dtype=torch.float64).reshape(-1, len(METRIC_COLUMNS))
-    checkpoint.update(state=dict(run.state), metrics=metrics, rng=rng_states(run.device),
-                      config=run_settings(config))
+    checkpoint.update(
+        state=dict(run.state),
+        metrics=metrics,
+        rng=rng_states(run.device),
+        config=run_settings(config),
+    )
     path = Path(config.out_dir) / "checkpoint.pt"
     preprocess.write_atomically(path, lambda f: torch.save(checkpoint, f))
 
 
 def restore_checkpoint(path, parts, state, config, device):
-    """Load path into the parts (models, optimisers, schedulers) and state; returns the metric rows."""
+    """Load path into the parts (models, optimisers, schedulers) and state; returns the metrics."""
     checkpoint = load_checkpoint(path)
     saved = checkpoint["state"]
     if saved["images"] != state["images"]:
-        raise ConfigError(f"the data changed since the checkpoint ({saved['images']} images then, "
-                          f"{state['images']} now): resume with the same data settings")
+        raise ConfigError(
+            f"the data changed since the checkpoint ({saved['images']} images then, "
+            f"{state['images']} now): resume with the same data settings"
+        )
     if saved["data"] != state["data"]:
-        raise ConfigError("the data changed since the checkpoint (as many images, other pixels): resume "
-                          "with the --data-dir (and Pillow version) the run was trained on")
+        raise ConfigError(
+            "the data changed since the checkpoint (as many images, other pixels): resume "
+            "with the --data-dir (and Pillow version) the run was trained on"
+        )
     done = saved["epoch"] + (saved["batch"] > 0)  # a started epoch counts
     if config.epochs < done:
-        raise ConfigError(f"--epochs {config.epochs}: the run is at epoch {done} already; pass at least "
-                          f"--epochs {done} to go on")
+        raise ConfigError(
+            f"--epochs {config.epochs}: the run is at epoch {done} already; pass at least "
+            f"--epochs {done} to go on"
+        )
     for name in ("generator", "discriminator", "ema"):
         if parts[name] is not None and checkpoint[name] is not None:
             load_weights(parts[name], checkpoint[name], path)
     for name in ("opt_g", "opt_d"):
         for group, fresh in zip(checkpoint[name]["param_groups"], parts[name].param_groups):
-            # this machine's kernels, not the checkpoint's: a CPU run resumed on a GPU gets fused Adam
+            # this machine's kernels, not the checkpoint's: a CPU run resumed on a GPU gets fused
+            # Adam
             group.update({key: fresh[key] for key in ("fused", "foreach") if key in fresh})
         parts[name].load_state_dict(checkpoint[name])
     for name in ("scaler_g", "scaler_d"):
-        if checkpoint[name]:  # empty when the run had no fp16 scaler; a resumed fp16 run keeps its scale
+        # empty when the run had no fp16 scaler; a resumed fp16 run keeps its scale
+        if checkpoint[name]:
             parts[name].load_state_dict(checkpoint[name])
     for name, lr in (("sched_g", config.lr_generator), ("sched_d", config.lr_discriminator)):
         parts[name].load_state_dict(checkpoint[name])
         parts[name].base_lrs = [lr]  # the Config may lower the LR on resume (after a NaN, say)
-        parts[name].optimizer.param_groups[0]["lr"] = lr * parts[name].lr_lambdas[0](parts[name].last_epoch)
+        parts[name].optimizer.param_groups[0]["lr"] = lr * parts[name].lr_lambdas[0](
+            parts[name].last_epoch
+        )
     state.update(saved)
-    if parts["ema"] is not None and checkpoint["ema"] is None:  # EMA switched on now: it starts from the generator
+    # EMA switched on now: it starts from the generator
+    if parts["ema"] is not None and checkpoint["ema"] is None:
         state["ema_updates"] = 0
     set_rng_states(checkpoint["rng"], device)
     return [[int(row[0]), int(row[1]), *row[2:]] for row in checkpoint["metrics"].tolist()]
@@ -1201,16 +1444,24 @@ def load_checkpoint(path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"no checkpoint at {path}; start without --resume") from None
-    except (OSError, MemoryError) as error:  # permissions, an I/O error, a folder, no memory: the file may be fine
-        raise WeightsError(f"cannot read the checkpoint {path}: {one_line(error)}; fix that and run the command "
-                           "again (nothing was changed)") from None
+    # permissions, an I/O error, a folder, no memory: the file may be fine
+    except (OSError, MemoryError) as error:
+        raise WeightsError(
+            f"cannot read the checkpoint {path}: {one_line(error)}; fix that and run the command "
+            "again (nothing was changed)"
+        ) from None
     except Exception as error:  # truncated zip, foreign file, refused global: unusable
         if "allocate" in str(error):  # torch's out-of-memory is a RuntimeError
-            raise WeightsError(f"out of memory while reading the checkpoint {path}: free some memory and run the "
-                               "command again (nothing was changed)") from None
-        # (torch's own message would suggest weights_only=False: unsafe advice for a stranger's file)
-        raise WeightsError(f"checkpoint {path} is damaged or not a checkpoint of these scripts ("
-                           f"{one_line(error)[:80]}); restore a copy, or start again with --overwrite") from None
+            raise WeightsError(
+                f"out of memory while reading the checkpoint {path}: free some memory and run the "
+                "command again (nothing was changed)"
+            ) from None
+        # (torch's own message would suggest weights_only=False: unsafe advice for a stranger's
+        # file)
+        raise WeightsError(
+            f"checkpoint {path} is damaged or not a checkpoint of these scripts ("
+            f"{one_line(error)[:80]}); restore a copy, or start again with --overwrite"
+        ) from None
 
 
 def csv_text(rows):
@@ -1232,8 +1483,12 @@ def rng_states(device):
     numpy_state = np.random.get_state(legacy=False)
     numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()  # loadable with weights_only
     # Only the training GPU's generator: a checkpoint must resume on a machine with fewer GPUs.
-    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    return {
+        "python": random.getstate(),
+        "numpy": numpy_state,
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
 
 
 def set_rng_states(states, device):
@@ -1249,19 +1504,27 @@ def set_rng_states(states, device):
 def save_state_dict(module, path):
     """A state_dict as a pickle of CPU tensors, so it loads on a machine without a GPU."""
     state = collections.OrderedDict((k, v.detach().cpu()) for k, v in module.state_dict().items())
-    preprocess.write_atomically(path, lambda f: pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL))
+    preprocess.write_atomically(
+        path, lambda f: pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+    )
 
 
 class _StateDictUnpickler(pickle.Unpickler):
     # A pickle can name any callable and have it run on load. A state_dict needs only these
     # three; torch's own storage loader is swapped for one that loads with weights_only=True.
-    ALLOWED = {("collections", "OrderedDict"): collections.OrderedDict,
-               ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-               ("torch.storage", "_load_from_bytes"): lambda data: torch.load(io.BytesIO(data), weights_only=True)}
+    ALLOWED = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+        ("torch.storage", "_load_from_bytes"): lambda data: torch.load(
+            io.BytesIO(data), weights_only=True
+        ),
+    }
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a state_dict never holds")
+            raise pickle.UnpicklingError(
+                f"it asks for {module}.{name}, which a state_dict never holds"
+            )
         return self.ALLOWED[(module, name)]
 
 
@@ -1274,11 +1537,15 @@ def load_state_dict_safely(path):
         raise WeightsError(f"no weights file at {path}") from None
     except Exception as error:  # a truncated or foreign file can fail in many ways inside pickle
         if zipfile.is_zipfile(path):
-            raise WeightsError(f"{path} is a checkpoint (torch.save), not a generator.pkl: pass the "
-                               "generator.pkl of the same run") from None
+            raise WeightsError(
+                f"{path} is a checkpoint (torch.save), not a generator.pkl: pass the "
+                "generator.pkl of the same run"
+            ) from None
         raise WeightsError(f"refusing {path}: not a plain state_dict ({one_line(error)})") from None
-    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                            for k, v in state.items())):
+    if not (
+        isinstance(state, dict)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
         raise WeightsError(f"refusing {path}: it holds no state_dict of tensors")
     return state
 
@@ -1292,24 +1559,32 @@ def load_weights(module, state, path):
     expected = module.state_dict()
     for key, value in expected.items():
         if key not in state:
-            raise WeightsError(f"{path} does not fit the Config: it has no '{key}' (--conditional? --upsample?)")
+            raise WeightsError(
+                f"{path} does not fit the Config: it has no '{key}' (--conditional? --upsample?)"
+            )
         if state[key].shape != value.shape:
             raise WeightsError(
-                f"{path} does not fit the Config: '{key}' has shape {list(state[key].shape)} in the file "
-                f"but {list(value.shape)} here; pass the --z-dim / --g-channels / --d-channels / "
-                "--img-size / --upsample the weights were trained with")
+                f"{path} does not fit the Config: '{key}' has shape {list(state[key].shape)} in "
+                f"the file but {list(value.shape)} here; pass the --z-dim / --g-channels / "
+                "--d-channels / --img-size / --upsample the weights were trained with"
+            )
     extra = sorted(set(state) - set(expected))
     if extra:
-        raise WeightsError(f"{path} does not fit the Config: unexpected '{extra[0]}' (another --img-size or "
-                           "--conditional?)")
+        raise WeightsError(
+            f"{path} does not fit the Config: unexpected '{extra[0]}' (another --img-size or "
+            "--conditional?)"
+        )
     module.load_state_dict(state)
 
 
 def load_generator(weights_path, config, device="cpu", data=None):
-    """A Generator in eval mode with the weights of a generator.pkl (used by --sample and compare.py).
-    data: config.json's "data" ({"channels", "class_names"}); None is 3 channels, no classes."""
+    """A Generator in eval mode with the weights of a generator.pkl (used by --sample and
+    compare.py). data: config.json's "data" ({"channels", "class_names"}); None is 3 channels, no
+    classes."""
     data = data or {"channels": 3, "class_names": []}
-    generator = Generator(config, len(data["class_names"]) if config.conditional else 0, data["channels"])
+    generator = Generator(
+        config, len(data["class_names"]) if config.conditional else 0, data["channels"]
+    )
     load_weights(generator, load_state_dict_safely(weights_path), weights_path)
     return generator.to(device).train(False)
 
@@ -1323,9 +1598,20 @@ def write_json(path, data):
 
 
 # -------------------------------------------------------------------------------------------- main
-RUN_FILES = ["checkpoint.pt", "config.json", "metrics.csv", "run_info.json", "generator.pkl", "discriminator.pkl",
-             "training_losses.png", "generated_samples.png", "latent_space_analysis.png", "latent_l2_norms.txt",
-             "interpolation.png", "latent_traversal.png"]
+RUN_FILES = [
+    "checkpoint.pt",
+    "config.json",
+    "metrics.csv",
+    "run_info.json",
+    "generator.pkl",
+    "discriminator.pkl",
+    "training_losses.png",
+    "generated_samples.png",
+    "latent_space_analysis.png",
+    "latent_l2_norms.txt",
+    "interpolation.png",
+    "latent_traversal.png",
+]
 
 
 def check_writable(folder):
@@ -1335,7 +1621,9 @@ def check_writable(folder):
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise ConfigError(f"cannot write to {folder} ({error.strerror}); pass another --out-dir") from None
+        raise ConfigError(
+            f"cannot write to {folder} ({error.strerror}); pass another --out-dir"
+        ) from None
 
 
 def check_out_dir(config):
@@ -1345,24 +1633,60 @@ def check_out_dir(config):
     if config.resume and not (out_dir / "checkpoint.pt").exists():
         raise ConfigError(f"--resume: no checkpoint in {out_dir}; start without --resume")
     # Not only the checkpoint: a new run must not inherit an old run's weights or snapshots.
-    leftovers = [*(out_dir / name for name in ("checkpoint.pt", "generator.pkl", "run_info.json")
-                   if (out_dir / name).exists()), *out_dir.glob("snapshots/generator_epoch_*.pkl")]
+    leftovers = [
+        *(
+            out_dir / name
+            for name in ("checkpoint.pt", "generator.pkl", "run_info.json")
+            if (out_dir / name).exists()
+        ),
+        *out_dir.glob("snapshots/generator_epoch_*.pkl"),
+    ]
     if leftovers and not config.resume and not config.overwrite:
         found = ", ".join(path.name for path in leftovers[:2])
-        raise ConfigError(f"{out_dir} already holds a run ({found}): pass --resume to continue it, "
-                          "--overwrite to start afresh, or another --out-dir")
+        raise ConfigError(
+            f"{out_dir} already holds a run ({found}): pass --resume to continue it, "
+            "--overwrite to start afresh, or another --out-dir"
+        )
     if config.overwrite and not config.resume:  # no old file may be mistaken for the new run's
-        for old in [*map(out_dir.joinpath, RUN_FILES), *out_dir.glob("samples_*.png"),
-                    *out_dir.glob("snapshots/*.pkl")]:
+        for old in [
+            *map(out_dir.joinpath, RUN_FILES),
+            *out_dir.glob("samples_*.png"),
+            *out_dir.glob("snapshots/*.pkl"),
+        ]:
             old.unlink(missing_ok=True)
 
 
-# What a resumed run may change; anything else (batch, seeds, data, models, betas) makes another run.
-RESUME_MAY_CHANGE = {"epochs", "lr_generator", "lr_discriminator", "n_critic", "ema_decay", "device", "amp",
-                     "channels_last", "compile", "deterministic", "data_dir", "cache_dir", "preprocess_workers",
-                     "out_dir", "log_every", "checkpoint_every", "snapshot_every", "latent_pool",
-                     "resume", "overwrite", "progress", "num_samples", "per_class", "classes", "lr_schedule",
-                     "warmup_steps", "minutes"}
+# What a resumed run may change; anything else (batch, seeds, data, models, betas) makes another
+# run.
+RESUME_MAY_CHANGE = {
+    "epochs",
+    "lr_generator",
+    "lr_discriminator",
+    "n_critic",
+    "ema_decay",
+    "device",
+    "amp",
+    "channels_last",
+    "compile",
+    "deterministic",
+    "data_dir",
+    "cache_dir",
+    "preprocess_workers",
+    "out_dir",
+    "log_every",
+    "checkpoint_every",
+    "snapshot_every",
+    "latent_pool",
+    "resume",
+    "overwrite",
+    "progress",
+    "num_samples",
+    "per_class",
+    "classes",
+    "lr_schedule",
+    "warmup_steps",
+    "minutes",
+}
 
 
 def resumed_config(out_dir, given):
@@ -1370,8 +1694,11 @@ def resumed_config(out_dir, given):
     script = json.loads((out_dir / "config.json").read_text()).get("script", Path(__file__).stem)
     if script != Path(__file__).stem:
         raise ConfigError(f"{out_dir} holds a {script}.py run: resume it with {script}.py")
-    changed = [name for name, value in given.items()
-               if name not in RESUME_MAY_CHANGE and getattr(config, name) != value]
+    changed = [
+        name
+        for name, value in given.items()
+        if name not in RESUME_MAY_CHANGE and getattr(config, name) != value
+    ]
     if changed:
         flags = ", ".join(f"{flag(name)} (was {getattr(config, name)})" for name in changed)
         raise ConfigError(f"--resume cannot change {flags}: start a new run with another --out-dir")
@@ -1386,7 +1713,8 @@ def resume_command(out_dir):
 
 def run_training(config, given):
     out_dir = Path(config.out_dir)
-    if config.resume and (out_dir / "checkpoint.pt").exists():  # the run's settings; flags typed now (--epochs) win
+    # the run's settings; flags typed now (--epochs) win
+    if config.resume and (out_dir / "checkpoint.pt").exists():
         config = resumed_config(out_dir, given)
     device = resolve_device(config.device)
     new_folder = not out_dir.exists()
@@ -1396,15 +1724,27 @@ def run_training(config, given):
     seed_everything(config.seed, config.deterministic)
     try:
         images, labels, cache_path = preprocess.prepare_data(
-            data_dir=config.data_dir, source=config.source, cache_dir=config.cache_dir, size=config.img_size,
-            rotations=config.rotations, max_angle=config.max_angle, seed=config.data_seed,
-            workers=config.preprocess_workers or None, synthetic_images=config.synthetic_images,
-            synthetic_classes=config.synthetic_classes, progress=config.progress)
-        loader = InMemoryLoader(images, labels, config.batch_size, config.seed, device, config.channels_last)
+            data_dir=config.data_dir,
+            source=config.source,
+            cache_dir=config.cache_dir,
+            size=config.img_size,
+            rotations=config.rotations,
+            max_angle=config.max_angle,
+            seed=config.data_seed,
+            workers=config.preprocess_workers or None,
+            synthetic_images=config.synthetic_images,
+            synthetic_classes=config.synthetic_classes,
+            progress=config.progress,
+        )
+        loader = InMemoryLoader(
+            images, labels, config.batch_size, config.seed, device, config.channels_last
+        )
         loader.class_names = json.loads((Path(cache_path) / "manifest.json").read_text())["classes"]
         if config.conditional and len(loader.class_names) < 2:
-            raise ConfigError(f"--conditional needs labelled data, and {cache_path} holds one class: use class "
-                              "subfolders (--source folder) or the flowers' labels")
+            raise ConfigError(
+                f"--conditional needs labelled data, and {cache_path} holds one class: use class "
+                "subfolders (--source folder) or the flowers' labels"
+            )
     except (preprocess.PreprocessError, ConfigError, KeyboardInterrupt):
         if new_folder and not any(out_dir.iterdir()):
             out_dir.rmdir()  # leave no empty output folder behind a data problem
@@ -1414,32 +1754,60 @@ def run_training(config, given):
     num_classes = len(loader.class_names) if config.conditional else 0
     generator = Generator(config, num_classes, images.size(1)).apply(weights_init)
     discriminator = Discriminator(config, num_classes, images.size(1)).apply(weights_init)
-    generator, discriminator = (m.to(device, memory_format=memory_format) for m in (generator, discriminator))
+    generator, discriminator = (
+        m.to(device, memory_format=memory_format) for m in (generator, discriminator)
+    )
     dtype = amp_dtype(config, device)
     keep_freed_cpu_memory(device)
-    print(f"{VARIANT} | device {device} | amp {dtype or 'off (fp32)'} | {len(images):,} images from {cache_path}\n"
-          f"generator {count_parameters(generator):,} parameters | critic {count_parameters(discriminator):,} "
-          f"parameters | {len(loader)} critic steps per epoch | outputs in {out_dir}\n"
-          + " ".join(f"{k}={v}" for k, v in asdict(config).items()))
+    print(
+        f"{VARIANT} | device {device} | amp {dtype or 'off (fp32)'} | {len(images):,} images "
+        f"from {cache_path}"
+    )
+    print(
+        f"generator {count_parameters(generator):,} parameters | critic "
+        f"{count_parameters(discriminator):,} parameters | {len(loader)} critic steps per epoch | "
+        f"outputs in {out_dir}"
+    )
+    print(" ".join(f"{name}={value}" for name, value in asdict(config).items()))
     try:
         info = train_gan(generator, discriminator, loader, config)
     except TrainingInterrupted as stop:
         plot_losses(out_dir)
-        print(f"stopped by {stop}: checkpoint saved in {out_dir / 'checkpoint.pt'}. Resume with:\n"
-              f"  {resume_command(out_dir)}", file=sys.stderr)
+        print(
+            f"stopped by {stop}: checkpoint saved in {out_dir / 'checkpoint.pt'}. Resume with:\n"
+            f"  {resume_command(out_dir)}",
+            file=sys.stderr,
+        )
         return 128 + stop.signum
     except NonFiniteLoss as error:
         plot_losses(out_dir)
-        state = load_checkpoint(out_dir / "checkpoint.pt")["state"] if (out_dir / "checkpoint.pt").exists() else None
-        advice = (f"the last good checkpoint is {out_dir / 'checkpoint.pt'} (epoch {state['epoch']}, step "
-                  f"{state['step']}): lower the learning rate and resume with {resume_command(out_dir)} --lr-generator X "
-                  "--lr-discriminator Y" if state else
-                  "no checkpoint was written yet: lower the learning rate and start again with --overwrite")
-        print(f"error: {error}; stopped without saving anything after it; {advice}", file=sys.stderr)
+        state = (
+            load_checkpoint(out_dir / "checkpoint.pt")["state"]
+            if (out_dir / "checkpoint.pt").exists()
+            else None
+        )
+        if state:
+            advice = (
+                f"the last good checkpoint is {out_dir / 'checkpoint.pt'} (epoch {state['epoch']}, "
+                f"step {state['step']}): lower the learning rate and resume with "
+                f"{resume_command(out_dir)} --lr-generator X --lr-discriminator Y"
+            )
+        else:
+            advice = (
+                "no checkpoint was written yet: lower the learning rate and start again with "
+                "--overwrite"
+            )
+        print(
+            f"error: {error}; stopped without saving anything after it; {advice}", file=sys.stderr
+        )
         return 1
-    write_final_outputs(config, device, {"channels": images.size(1), "class_names": loader.class_names})
-    print(f"done: {info['epochs_done']} epochs, {info['generator_steps']} generator steps in "
-          f"{info['wall_time_s']:.0f}s ({info['images_per_s']:.0f} img/s). Outputs in {out_dir}/")
+    write_final_outputs(
+        config, device, {"channels": images.size(1), "class_names": loader.class_names}
+    )
+    print(
+        f"done: {info['epochs_done']} epochs, {info['generator_steps']} generator steps in "
+        f"{info['wall_time_s']:.0f}s ({info['images_per_s']:.0f} img/s). Outputs in {out_dir}/"
+    )
     return 0
 
 
@@ -1452,12 +1820,19 @@ def main(argv=None):
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the files on disk are intact: run the command again "
-              "(with --resume if training had started)", file=sys.stderr)
+        print(
+            "interrupted; the files on disk are intact: run the command again "
+            "(with --resume if training had started)",
+            file=sys.stderr,
+        )
         return 130
     except OSError as error:  # a full disk, a folder removed under us
-        advice = (": free some space, then run the command again (add --resume if training had started; "
-                  "every file was written whole)" if error.errno == errno.ENOSPC else "")
+        advice = (
+            ": free some space, then run the command again (add --resume if training had started; "
+            "every file was written whole)"
+            if error.errno == errno.ENOSPC
+            else ""
+        )
         print(f"error: {one_line(error)}{advice}", file=sys.stderr)
         return 1
 

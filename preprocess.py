@@ -1,23 +1,27 @@
-"""Preprocess Oxford 102 Flowers (or MNIST, Fashion-MNIST, CIFAR-10) into the cache the GAN scripts train on.
+"""Preprocess Oxford 102 Flowers (or MNIST, Fashion-MNIST, CIFAR-10) into the cache the GAN scripts
+train on.
 
     python preprocess.py                                  # ./jpg + labels, else download Flowers102
     python preprocess.py --data-dir data/flowers102 --size 128
     python preprocess.py --source synthetic               # offline demo: drawn flowers, no files
     python preprocess.py --source folder --data-dir my_photos
-    python preprocess.py --source mnist --data-dir data --size 32   # 1 channel; downloads if missing
+    python preprocess.py --source mnist --data-dir data --size 32   # downloads if missing
 
 Run it once, or let a training script call `prepare_data()`, which builds the cache only if it is
 missing. A second run with the same settings does no image work.
 
 Sources (`--source auto` tries 1-3 in order)
-  1. coursework   DATA_DIR/jpg/image_XXXXX.jpg + DATA_DIR/category_to_images.json {"<1..102>": [names]}
-  2. official     DATA_DIR/jpg/ + DATA_DIR/imagelabels.mat (label i belongs to image_{i:05d}.jpg; scipy)
+  1. coursework   DATA_DIR/jpg/image_XXXXX.jpg + DATA_DIR/category_to_images.json
+                  ({"<1..102>": [names]})
+  2. official     DATA_DIR/jpg/ + DATA_DIR/imagelabels.mat (label i is image_{i:05d}.jpg's; scipy)
      torchvision  DATA_DIR/flowers-102/jpg/ + DATA_DIR/flowers-102/imagelabels.mat
   3. nothing found: download with torchvision.datasets.Flowers102 (all three splits, 8,189 images)
   folder          any image folder: class subfolders become labels, a flat folder is one class
   synthetic       procedurally drawn flowers, deterministic for --seed
-  mnist           torchvision.datasets.MNIST in DATA_DIR/MNIST/raw/ (train + test, 70,000 digits, 1 channel)
-  fashion-mnist   torchvision.datasets.FashionMNIST in DATA_DIR/FashionMNIST/raw/ (70,000, 1 channel)
+  mnist           torchvision.datasets.MNIST in DATA_DIR/MNIST/raw/ (train + test, 70,000 digits,
+                  1 channel)
+  fashion-mnist   torchvision.datasets.FashionMNIST in DATA_DIR/FashionMNIST/raw/ (70,000,
+                  1 channel)
   cifar10         torchvision.datasets.CIFAR10 in DATA_DIR/cifar-10-batches-py/ (60,000, 3 channels)
   The last three are downloaded by torchvision when missing. They are only resized (bicubic; 28 px
   digits are upscaled to --size 32): no white-margin trimming, no rotated copies (--rotations is
@@ -36,15 +40,16 @@ What happens to each photo, and why
      largest axis-aligned square inside the rotated square (side s / (|cos a| + |sin a|)), minus a
      1 px safety margin. A plain rotation leaves white or black wedges in the corners, and a GAN
      trained on those learns to paint wedges; the inscribed crop holds only picture. The rotation
-     runs on the square first LANCZOS-reduced to the working side, 1.75 x --size x (|cos| + |sin|) of
-     --max-angle (140 px for --size 64), so the crop is reduced 1.75x more to --size: as sharp as
-     rotating the full-size square (docs/data_stage/README.md), at a tenth of the cost.
+     runs on the square first LANCZOS-reduced to the working side, 1.75 x --size x
+     (|cos| + |sin|) of --max-angle (140 px for --size 64), so the crop is reduced 1.75x more to
+     --size: as sharp as rotating the full-size square (docs/data_stage/README.md), at a tenth of
+     the cost.
      Angles come from an RNG seeded by (--seed, file name), never by processing order, so any
      number of workers writes byte-identical files.
   Images whose shorter side is below --size after trimming are skipped, not upscaled: an upscaled
   image is blurry, and a generator learns the blur (on the 128 px coursework copy, --size 128 skips
-  5 of 8,189 images whose white margins were trimmed). Rotated copies of a just-large-enough image are
-  upscaled by at most |cos a| + |sin a| (1.22x at 15 degrees), which we accept.
+  5 of 8,189 images whose white margins were trimmed). Rotated copies of a just-large-enough image
+  are upscaled by at most |cos a| + |sin a| (1.22x at 15 degrees), which we accept.
   Zero-byte, truncated, non-image, missing and too-small files are skipped and listed in
   manifest.json with the reason; the run goes on. An empty result is an error.
 
@@ -58,20 +63,20 @@ Default --max-angle 15: flowers photographed from the side look wrong tilted muc
 Cache layout: CACHE_DIR/<kind>-<hash>_s64_r2_a15_seed0/, the hash covering the resolved source
 folder, its files' names, labels and sizes (a data set's pixels; the synthetic parameters) and
 PIPELINE_VERSION, so two settings never mix and photos added to a folder make a new cache.
-  <class>/image_00001.png, image_00001_r1.png, ...   what a person looks at; torchvision ImageFolder
-  manifest.json                                      source, parameters, counts, skipped files
-  labels.npy   int64 [N]                             index into manifest["classes"]
-  images.npy   uint8 [N, C, size, size]              written last; when whole, marks the cache complete
-                                                     (C = 1 for mnist and fashion-mnist, else 3)
-Packed order: class by class, files by name, each image followed by its rotated copies.
-Every file is written to a temporary name and renamed, so Ctrl-C never leaves half a file (a worker
-killed mid-write leaves only a hidden .tmp, deleted by the next run once its writer is gone), and a rerun redoes only
-images whose PNGs are missing.
+  <class>/image_00001.png, image_00001_r1.png, ...  what a person looks at; an ImageFolder
+  manifest.json                                     source, parameters, counts, skipped files
+  labels.npy   int64 [N]                            index into manifest["classes"]
+  images.npy   uint8 [N, C, size, size]             written last; when whole, the cache is complete
+                                                    (C = 1 for mnist and fashion-mnist, else 3)
+Packed order: class by class, files by name, each image followed by its rotated copies. Every file
+is written to a temporary name and renamed, so Ctrl-C never leaves half a file (a worker killed
+mid-write leaves only a hidden .tmp, deleted by the next run once its writer is gone), and a rerun
+redoes only images whose PNGs are missing.
 
 Measured on a 2-core CPU (benchmarks/bench_preprocess.py; the 1,020 full-size originals in
-../shared/data/flowers102-fullres-sample, --size 64 --rotations 2): first run 11-15 s of CPU, 17-22 s
-wall while other jobs kept the load at 2-5 (version 1, decoding and rotating at full size, in the same
-hour: 71-76 s of CPU, 107-112 s wall); second run 0.4 s. load_cache takes 0.04-0.5 s for 24,567
+../shared/data/flowers102-fullres-sample, --size 64 --rotations 2): first run 11-15 s of CPU, 17-22
+s wall while other jobs kept the load at 2-5 (version 1, decoding and rotating at full size, in the
+same hour: 71-76 s of CPU, 107-112 s wall); second run 0.4 s. load_cache takes 0.04-0.5 s for 24,567
 images, where reading their PNGs instead takes 4.4 s, hence the packed .npy file (302 MB at 64 px).
 """
 
@@ -103,16 +108,20 @@ DEFAULT_ROTATIONS = 2  # extra rotated copies per image (see the module docstrin
 DEFAULT_MAX_ANGLE = 15.0  # degrees; rotation angles are uniform in +-this
 PIPELINE_VERSION = 3  # bump when a code change alters the output, so old caches are not reused
 WHITE_LEVEL = 240  # a pixel whose every channel is >= this counts as near-white
-MARGIN_CONTENT_FRACTION = 0.01  # a row/column with at most 1% non-white pixels is margin (JPEG specks)
-ROTATION_SAFETY_PX = 1  # spare pixel per side against the crop offset's rounding (0 already leaked no
-#                        fill in 3,000 random sides/angles: PIL clamps bicubic's neighbours at the edge)
-# fixed, so the same image gives the same bytes. Huffman coding only: a 64 px photo has few repeats for LZ77 to
-# find, and it came out 4% smaller and 20% faster than zlib level 1 (level 6: 1.5x the time, 4% smaller)
+# a row/column with at most 1% non-white pixels is margin (JPEG specks)
+MARGIN_CONTENT_FRACTION = 0.01
+# spare pixel per side against the crop offset's rounding (0 already leaked no
+ROTATION_SAFETY_PX = 1
+# fill in 3,000 random sides/angles: PIL clamps bicubic's neighbours at the edge) fixed, so the same
+# image gives the same bytes. Huffman coding only: a 64 px photo has few repeats for LZ77 to find,
+# and it came out 4% smaller and 20% faster than zlib level 1 (level 6: 1.5x the time, 4% smaller)
 PNG_OPTIONS = dict(format="PNG", compress_level=1, compress_type=zlib.Z_HUFFMAN_ONLY)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 SYNTHETIC_SUPERSAMPLE = 4  # synthetic flowers are drawn at 4x --size; the final resize antialiases
-WORKING_SCALE = 1.75  # rotations run at 1.75x --size: as sharp as at full size (docs/data_stage/), ~10x cheaper
-DRAFT_HEADROOM = 1.25  # JPEGs decode at a scale leaving 25% above the working size, room for trimmed margins
+# rotations run at 1.75x --size: as sharp as at full size (docs/data_stage/), ~10x cheaper
+WORKING_SCALE = 1.75
+# JPEGs decode at a scale leaving 25% above the working size, room for trimmed margins
+DRAFT_HEADROOM = 1.25
 LAYOUTS = {  # kind: (image folder, label file), relative to --data-dir
     "coursework": ("jpg", "category_to_images.json"),
     "official": ("jpg", "imagelabels.mat"),
@@ -123,11 +132,13 @@ DATASETS = {  # --source: (torchvision.datasets class, its folder in --data-dir,
     "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw", 1),
     "cifar10": ("CIFAR10", "cifar-10-batches-py", 3),
 }
-# 28 -> 32 px is an upscale: bicubic keeps strokes crisper than bilinear and rings less than LANCZOS,
-# whose halos around strokes on MNIST's black background a GAN would learn to paint
+# 28 -> 32 px is an upscale: bicubic keeps strokes crisper than bilinear and rings less than
+# LANCZOS, whose halos around strokes on MNIST's black background a GAN would learn to paint
 DATASET_RESAMPLE = Image.Resampling.BICUBIC
-DATASET_STEPS = ("no white-margin trimming and no rotated copies: these images are small and centred, with no "
-                 "white bars to trim, and a rotation's inscribed crop would cut the rim of a 28-32 px image")
+DATASET_STEPS = (
+    "no white-margin trimming and no rotated copies: these images are small and centred, with no "
+    "white bars to trim, and a rotation's inscribed crop would cut the rim of a 28-32 px image"
+)
 SOURCES = ("auto", *LAYOUTS, "folder", "synthetic", *DATASETS)
 # what PIL raises for files that are not (whole) images; anything else is a bug and should surface
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -143,24 +154,38 @@ def option(default, help, **argparse_kwargs):
 
 @dataclass
 class Config:
-    data_dir: str = option(".", "folder holding jpg/ and a label file (the images themselves for --source folder)")
-    source: str = option("auto", "where the images come from; auto tries coursework, official, torchvision, "
-                         "then downloads; mnist, fashion-mnist, cifar10 read (or download) torchvision's files "
-                         "in --data-dir", choices=SOURCES)
+    data_dir: str = option(
+        ".", "folder holding jpg/ and a label file (the images themselves for --source folder)"
+    )
+    source: str = option(
+        "auto",
+        "where the images come from; auto tries coursework, official, torchvision, "
+        "then downloads; mnist, fashion-mnist, cifar10 read (or download) torchvision's files "
+        "in --data-dir",
+        choices=SOURCES,
+    )
     cache_dir: str = option("cache", "the cache subfolder for these settings is made in here")
     size: int = option(64, "output side in pixels, a power of two >= 16")
-    rotations: int = option(DEFAULT_ROTATIONS, "extra randomly rotated copies per image; 2 triples the "
-                            "8,189 flowers, enough to slow discriminator overfitting without much memory")
-    max_angle: float = option(DEFAULT_MAX_ANGLE, "rotation angles are uniform in +-this many degrees")
+    rotations: int = option(
+        DEFAULT_ROTATIONS,
+        "extra randomly rotated copies per image; 2 triples the "
+        "8,189 flowers, enough to slow discriminator overfitting without much memory",
+    )
+    max_angle: float = option(
+        DEFAULT_MAX_ANGLE, "rotation angles are uniform in +-this many degrees"
+    )
     seed: int = option(0, "seeds the rotation angles (per file name) and the synthetic flowers")
-    workers: int | None = option(None, "processes; default all usable cores; 1 runs in-process", type=int)
+    workers: int | None = option(
+        None, "processes; default all usable cores; 1 runs in-process", type=int
+    )
     synthetic_images: int = option(2000, "number of images for --source synthetic")
     synthetic_classes: int = option(10, "number of flower classes for --source synthetic")
     progress: bool = option(True, "show a progress bar")
 
 
 class Source(NamedTuple):
-    kind: str  # coursework | official | torchvision | folder | synthetic | mnist | fashion-mnist | cifar10
+    # coursework | official | torchvision | folder | synthetic | mnist | fashion-mnist | cifar10
+    kind: str
     root: Path | None  # resolved folder holding the data (jpg/ + label file, or the image folder)
 
 
@@ -170,7 +195,8 @@ class Record(NamedTuple):
     stem: str  # output file stem inside the class folder
     path: str | None  # source file; None for a synthetic flower or a dataset image
     synthetic_index: int = -1
-    pixels: np.ndarray | None = None  # a dataset image (mnist, fashion-mnist, cifar10): HxW or HxWx3 uint8
+    # a dataset image (mnist, fashion-mnist, cifar10): HxW or HxWx3 uint8
+    pixels: np.ndarray | None = None
 
 
 class SkipImage(Exception):
@@ -191,8 +217,9 @@ def stable_seed(*parts):
 
 
 def load_rgb(path, draft_side=None):
-    """(RGB image, reduced). With draft_side, a JPEG decodes at 1/2, 1/4 or 1/8 scale where that keeps both
-    sides >= draft_side (PIL's draft mode: the inverse DCT at low resolution, far cheaper than a full decode)."""
+    """(RGB image, reduced). With draft_side, a JPEG decodes at 1/2, 1/4 or 1/8 scale where that
+    keeps both sides >= draft_side (PIL's draft mode: the inverse DCT at low resolution, far cheaper
+    than a full decode)."""
     with Image.open(path) as image:
         full_size = image.size
         if draft_side:
@@ -208,8 +235,9 @@ def load_rgb(path, draft_side=None):
 
 
 def trim_white_margins(image):
-    # both thresholds are per pixel and per fraction of a row, so they mean the same at a reduced scale
-    content = np.asarray(functools.reduce(ImageChops.darker, image.split())) < WHITE_LEVEL  # min over channels
+    # both thresholds are per pixel and per fraction of a row, so they mean the same at a reduced
+    # scale min over channels
+    content = np.asarray(functools.reduce(ImageChops.darker, image.split())) < WHITE_LEVEL
     rows = np.flatnonzero(content.mean(axis=1) > MARGIN_CONTENT_FRACTION)
     cols = np.flatnonzero(content.mean(axis=0) > MARGIN_CONTENT_FRACTION)
     if rows.size == 0 or cols.size == 0:
@@ -225,30 +253,38 @@ def centre_square(image):
 
 
 def inscribed_ratio(angle):
-    """A square's side over the side of the largest axis-aligned square inside it rotated by angle."""
+    """A square's side over the side of the largest axis-aligned square inside it rotated by angle.
+    """
     radians = math.radians(angle)
     return abs(math.cos(radians)) + abs(math.sin(radians))
 
 
 def working_side(size, max_angle):
-    """The side rotations run at: their inscribed crop is still WORKING_SCALE x size at max_angle."""
+    """The side rotations run at: their inscribed crop is still WORKING_SCALE x size at max_angle.
+    """
     return math.ceil(WORKING_SCALE * size * inscribed_ratio(max_angle)) + 2 * ROTATION_SAFETY_PX
 
 
 def rotated_square(square, angle):
     """Rotate, then keep the largest axis-aligned square inside the rotated square: no fill at all.
 
-    One affine transform computes just that square: rotate() then crop() to within 1 grey level, with
-    up to a third fewer pixels to interpolate."""
+    One affine transform computes just that square: rotate() then crop() to within 1 grey level,
+    with up to a third fewer pixels to interpolate."""
     side = square.width
     inner = math.floor(side / inscribed_ratio(angle)) - 2 * ROTATION_SAFETY_PX
     start, centre = (side - inner) // 2 - side / 2, side / 2  # the crop's corner, from the centre
     cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
-    # output (x, y) samples the input at (x + corner) rotated about the centre, as rotate(angle) maps it
+    # output (x, y) samples the input at (x + corner) rotated about the centre, as rotate(angle)
+    # maps it
     matrix = (cos, -sin, (cos - sin) * start + centre, sin, cos, (sin + cos) * start + centre)
     # magenta fill would be obvious in a grid if the crop ever let some through
-    return square.transform((inner, inner), Image.Transform.AFFINE, matrix, Image.Resampling.BICUBIC,
-                            fillcolor=(255, 0, 255))
+    return square.transform(
+        (inner, inner),
+        Image.Transform.AFFINE,
+        matrix,
+        Image.Resampling.BICUBIC,
+        fillcolor=(255, 0, 255),
+    )
 
 
 def resize(image, size):
@@ -269,7 +305,8 @@ def load_trimmed(path, working):
             trimmed = trim_white_margins(picture)
             if min(trimmed.size) >= working:
                 return trimmed
-        # wide margins or a blank page: judged at full size, so the skip rules see the original pixels
+        # wide margins or a blank page: judged at full size, so the skip rules see the original
+        # pixels
         picture = load_rgb(path)[0]
     return trim_white_margins(picture)
 
@@ -277,17 +314,22 @@ def load_trimmed(path, working):
 def clean_and_rotate(picture, size, angles, working):
     """A trimmed picture's centre square plus one rotated copy per angle, each size x size RGB.
 
-    With angles, all copies come from the square LANCZOS-reduced to `working` px: measured no blurrier than
-    rotating the full-size square (docs/data_stage/README.md), which took 2/3 of the time on 500 px photos.
-    Without, the one copy is reduced from the square in one step (two steps would only add blur)."""
+    With angles, all copies come from the square LANCZOS-reduced to `working` px: measured no
+    blurrier than rotating the full-size square (docs/data_stage/README.md), which took 2/3 of the
+    time on 500 px photos. Without, the one copy is reduced from the square in one step (two steps
+    would only add blur)."""
     if min(picture.size) < size:
         width, height = picture.size
-        raise SkipImage(f"too small: {width}x{height} px after trimming white margins, "
-                        f"need at least {size} px on the shorter side")
+        raise SkipImage(
+            f"too small: {width}x{height} px after trimming white margins, "
+            f"need at least {size} px on the shorter side"
+        )
     square = centre_square(picture)
     if angles and square.width > working:
         square = resize(square, working)
-    return [resize(square, size)] + [resize(rotated_square(square, angle), size) for angle in angles]
+    return [resize(square, size)] + [
+        resize(rotated_square(square, angle), size) for angle in angles
+    ]
 
 
 def output_names(stem, rotations):
@@ -295,19 +337,22 @@ def output_names(stem, rotations):
 
 
 def usable_cores():
-    """The cores this process may run on (a container or taskset may allow fewer than the machine has)."""
+    """The cores this process may run on (a container or taskset may allow fewer than the machine
+    has)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def write_atomically(path, write, sync=True):
-    """write(file) into a temporary name in the same folder, flushed to disk (unless not sync), then renamed:
-    a crash or a full disk never leaves half a file (the training scripts write all their files this way)."""
+    """write(file) into a temporary name in the same folder, flushed to disk (unless not sync), then
+    renamed: a crash or a full disk never leaves half a file (the training scripts write all their
+    files this way)."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as file:
             write(file)
-            if sync:  # not for each cached PNG: images.npy, synced and written last, marks the cache whole
+            # not for each cached PNG: images.npy, synced and written last, marks the cache whole
+            if sync:
                 file.flush()
                 os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -331,24 +376,31 @@ def channels_first(array):
 
 
 def read_cached(paths, packed, first):
-    """Copy an earlier run's PNGs of one source image into packed[first:]; False if one is damaged."""
+    """Copy an earlier run's PNGs of one source image into packed[first:]; False if one is damaged.
+    """
     try:
         for k, path in enumerate(paths):
             with Image.open(path) as image:
-                packed[first + k] = channels_first(image.convert("L" if packed.shape[1] == 1 else "RGB"))
+                packed[first + k] = channels_first(
+                    image.convert("L" if packed.shape[1] == 1 else "RGB")
+                )
     except (OSError, ValueError, SyntaxError):  # truncated, zero bytes, another size: made again
         return False
     return True
 
 
 def process_task(task):
-    """Worker: one source image -> its PNGs on disk. Returns (index, [HxW(x3) arrays] or None, reason)."""
-    index, record, class_name, cache_path, size, rotations, max_angle, seed, synthetic_classes = task
+    """Worker: one source image -> its PNGs on disk. Returns (index, [HxW(x3) arrays] or None,
+    reason)."""
+    index, record, class_name, cache_path, size, rotations, max_angle, seed, synthetic_classes = (
+        task
+    )
     angles = rotation_angles(seed, record.key, rotations, max_angle)
     # from max_angle, not the angles: the unrotated copy must not depend on the seed
     working = working_side(size, max_angle if rotations else 0)
     try:
-        if record.pixels is not None:  # small, centred, no margins: resize only (upscaling is unavoidable)
+        # small, centred, no margins: resize only (upscaling is unavoidable)
+        if record.pixels is not None:
             pictures = [Image.fromarray(record.pixels).resize((size, size), DATASET_RESAMPLE)]
         elif record.path is None:
             canvas = size * SYNTHETIC_SUPERSAMPLE
@@ -363,7 +415,11 @@ def process_task(task):
     except UnidentifiedImageError:
         return index, None, "not an image (no image format recognised)"
     except DECODE_ERRORS as error:
-        return index, None, f"unreadable or truncated image ({type(error).__name__}: {one_line(error)})"
+        return (
+            index,
+            None,
+            f"unreadable or truncated image ({type(error).__name__}: {one_line(error)})",
+        )
     folder = Path(cache_path) / class_name
     folder.mkdir(exist_ok=True)
     for name, picture in zip(output_names(record.stem, rotations), pictures):
@@ -391,7 +447,7 @@ def task_mapper(workers):
 PETAL_PROFILES = {  # half-width along the petal, t = 0 at the centre and 1 at the tip
     "oval": lambda t: math.sin(math.pi * t),
     "pointed": lambda t: 1.6 * math.sin(math.pi * t) * (1 - t) ** 0.5,
-    "spoon": lambda t: math.sin(math.pi * t ** 2) ** 0.5,
+    "spoon": lambda t: math.sin(math.pi * t**2) ** 0.5,
 }
 BACKGROUNDS = [  # (top colour, bottom colour) of a vertical gradient; none near-white
     ((34, 70, 30), (70, 120, 50)),  # foliage
@@ -445,27 +501,51 @@ def draw_synthetic_flower(index, num_classes, seed, canvas):
     for _ in range(rng.randint(0, 4)):
         leaf = hsv(rng.uniform(0.22, 0.36), rng.uniform(0.5, 0.8), rng.uniform(0.3, 0.6))
         x, y = rng.uniform(0, canvas), rng.uniform(0, canvas)
-        draw.polygon(petal_outline(x, y, rng.uniform(0, 2 * math.pi), canvas * rng.uniform(0.25, 0.5),
-                                   canvas * rng.uniform(0.08, 0.15), PETAL_PROFILES["pointed"]),
-                     fill=leaf, outline=shade(leaf, 0.7), width=outline_width)
+        draw.polygon(
+            petal_outline(
+                x,
+                y,
+                rng.uniform(0, 2 * math.pi),
+                canvas * rng.uniform(0.25, 0.5),
+                canvas * rng.uniform(0.08, 0.15),
+                PETAL_PROFILES["pointed"],
+            ),
+            fill=leaf,
+            outline=shade(leaf, 0.7),
+            width=outline_width,
+        )
 
     cx, cy = (canvas * (0.5 + rng.uniform(-0.08, 0.08)) for _ in range(2))
     radius = canvas * rng.uniform(0.28, 0.4)
     turn = rng.uniform(0, 2 * math.pi)
-    petal_colour = hsv(hue + rng.uniform(-0.02, 0.02), saturation * rng.uniform(0.9, 1.0),
-                       value * rng.uniform(0.85, 1.0))
+    petal_colour = hsv(
+        hue + rng.uniform(-0.02, 0.02),
+        saturation * rng.uniform(0.9, 1.0),
+        value * rng.uniform(0.85, 1.0),
+    )
     for layer in range(layers):  # the back layer first, a shorter, lighter one on top of it
         colour = shade(petal_colour, 1.0 + 0.15 * layer)
         length = radius * petal_length * (1 - 0.3 * layer)
         for k in range(petals):
             angle = turn + 2 * math.pi * (k + 0.5 * layer) / petals
-            draw.polygon(petal_outline(cx, cy, angle, length, length * petal_width, profile),
-                         fill=colour, outline=shade(colour, 0.65), width=outline_width)
+            draw.polygon(
+                petal_outline(cx, cy, angle, length, length * petal_width, profile),
+                fill=colour,
+                outline=shade(colour, 0.65),
+                width=outline_width,
+            )
     r = radius * centre_size
-    draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=centre_colour, outline=shade(centre_colour, 0.6),
-                 width=outline_width)
+    draw.ellipse(
+        (cx - r, cy - r, cx + r, cy + r),
+        fill=centre_colour,
+        outline=shade(centre_colour, 0.6),
+        width=outline_width,
+    )
     for k in range(8):  # seeds around the centre give it texture
-        x, y = cx + 0.55 * r * math.cos(turn + k * math.pi / 4), cy + 0.55 * r * math.sin(turn + k * math.pi / 4)
+        x, y = (
+            cx + 0.55 * r * math.cos(turn + k * math.pi / 4),
+            cy + 0.55 * r * math.sin(turn + k * math.pi / 4),
+        )
         dot = 0.12 * r
         draw.ellipse((x - dot, y - dot, x + dot, y + dot), fill=shade(centre_colour, 0.5))
     return image
@@ -475,7 +555,8 @@ def draw_synthetic_flower(index, num_classes, seed, canvas):
 
 
 def remove_if_empty(folder):
-    """Remove a folder tree that holds no file (what a failed download leaves): no litter in the data folder."""
+    """Remove a folder tree that holds no file (what a failed download leaves): no litter in the
+    data folder."""
     for path in sorted(folder.rglob("*"), reverse=True) + [folder]:  # children before their parents
         with contextlib.suppress(OSError):  # a file, or a folder that still holds one
             path.rmdir()
@@ -484,15 +565,18 @@ def remove_if_empty(folder):
 def download_flowers102(data_dir):
     import torchvision.datasets  # imported here: slow, and only needed for this one step
 
-    print(f"no flowers found in {data_dir}; downloading Oxford 102 Flowers (~330 MB) with torchvision")
+    print(
+        f"no flowers found in {data_dir}; downloading Oxford 102 Flowers (~330 MB) with torchvision"
+    )
     target = Path(data_dir) / "flowers-102"
     existed = target.exists()
     try:
         for split in ("train", "val", "test"):  # the three splits together are all 8,189 images
             torchvision.datasets.Flowers102(root=data_dir, split=split, download=True)
     except ImportError as error:  # torchvision reads the labels with scipy
-        raise PreprocessError(f"downloading Flowers102 needs {error.name or 'scipy'}: "
-                              "pip install -r requirements.txt") from None
+        raise PreprocessError(
+            f"downloading Flowers102 needs {error.name or 'scipy'}: pip install -r requirements.txt"
+        ) from None
     except Exception as error:  # URLError, checksum RuntimeError, tar errors...: all mean "no data"
         if not existed:
             remove_if_empty(target)  # torchvision made it before the download failed
@@ -501,7 +585,8 @@ def download_flowers102(data_dir):
             f"{one_line(error)}); put Oxford 102 Flowers in {data_dir} in one of these layouts: "
             "jpg/ + category_to_images.json (coursework), jpg/ + imagelabels.mat (official), "
             "flowers-102/jpg/ + flowers-102/imagelabels.mat (torchvision); "
-            "or run with --source synthetic for an offline demo") from None
+            "or run with --source synthetic for an offline demo"
+        ) from None
 
 
 def find_source(data_dir, source):
@@ -510,15 +595,19 @@ def find_source(data_dir, source):
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         what = "is a file, not a folder" if data_dir.exists() else "does not exist"
-        raise PreprocessError(f"data dir {data_dir} {what}; point --data-dir at the folder that "
-                              "holds jpg/ (or create it for the download), or use --source synthetic")
+        raise PreprocessError(
+            f"data dir {data_dir} {what}; point --data-dir at the folder that "
+            "holds jpg/ (or create it for the download), or use --source synthetic"
+        )
     if source in ("folder", *DATASETS):
         return Source(source, data_dir.resolve())
     if source != "auto":
         missing = [name for name in LAYOUTS[source] if not (data_dir / name).exists()]
         if missing:
-            raise PreprocessError(f"--source {source} needs {' and '.join(LAYOUTS[source])} in {data_dir}, "
-                                  f"but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
+            raise PreprocessError(
+                f"--source {source} needs {' and '.join(LAYOUTS[source])} in {data_dir}, "
+                f"but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
+            )
         return Source(source, (data_dir / LAYOUTS[source][1]).parent.resolve())
     for kind, (images, labels) in LAYOUTS.items():
         if (data_dir / images).is_dir() and (data_dir / labels).is_file():
@@ -533,7 +622,8 @@ def category_folder(category):
 
 
 def list_flowers(source, label_file):
-    """Records for the coursework/official/torchvision layouts, plus the files skipped on the way."""
+    """Records for the coursework/official/torchvision layouts, plus the files skipped on the way.
+    """
     jpg = source.root / "jpg"
     if label_file.suffix == ".json":
         try:
@@ -541,7 +631,9 @@ def list_flowers(source, label_file):
         except (OSError, ValueError) as error:
             raise PreprocessError(f"cannot read {label_file}: {one_line(error)}") from None
         if not isinstance(mapping, dict):
-            raise PreprocessError(f'{label_file} should map categories to file names: {{"1": ["image_00001.jpg"]}}')
+            raise PreprocessError(
+                f'{label_file} should map categories to file names: {{"1": ["image_00001.jpg"]}}'
+            )
         labelled = [(category_folder(k), name) for k, names in mapping.items() for name in names]
     else:
         try:
@@ -551,28 +643,44 @@ def list_flowers(source, label_file):
         try:
             labels = scipy.io.loadmat(label_file)["labels"].ravel()
         except (OSError, ValueError, KeyError) as error:
-            raise PreprocessError(f"cannot read labels from {label_file}: {one_line(error)}") from None
-        labelled = [(category_folder(label), f"image_{i:05d}.jpg") for i, label in enumerate(labels, 1)]
+            raise PreprocessError(
+                f"cannot read labels from {label_file}: {one_line(error)}"
+            ) from None
+        labelled = [
+            (category_folder(label), f"image_{i:05d}.jpg") for i, label in enumerate(labels, 1)
+        ]
 
     class_names = sorted({folder for folder, _ in labelled})
     records, skipped, seen = [], [], set()
     for folder, name in labelled:
         if name in seen:
-            skipped.append({"file": f"jpg/{name}", "reason": f"listed twice in {label_file.name}; kept the first"})
+            skipped.append(
+                {
+                    "file": f"jpg/{name}",
+                    "reason": f"listed twice in {label_file.name}; kept the first",
+                }
+            )
         elif not (jpg / name).is_file():
-            skipped.append({"file": f"jpg/{name}", "reason": f"missing from disk (named in {label_file.name})"})
+            skipped.append(
+                {"file": f"jpg/{name}", "reason": f"missing from disk (named in {label_file.name})"}
+            )
         else:
-            records.append(Record(name, class_names.index(folder), Path(name).stem, str(jpg / name)))
+            records.append(
+                Record(name, class_names.index(folder), Path(name).stem, str(jpg / name))
+            )
         seen.add(name)
     for path in sorted(jpg.iterdir()):
         if path.name not in seen and not path.name.startswith("."):
-            skipped.append({"file": f"jpg/{path.name}", "reason": f"not in {label_file.name}, so no label"})
+            skipped.append(
+                {"file": f"jpg/{path.name}", "reason": f"not in {label_file.name}, so no label"}
+            )
     return records, class_names, skipped
 
 
 def folder_names(names):
-    """A dataset's class names made safe as folder names ('T-shirt/top' -> 'T_shirt_top'), index-prefixed
-    where their alphabetical order (ImageFolder's) would not be the label order (Fashion-MNIST's)."""
+    """A dataset's class names made safe as folder names ('T-shirt/top' -> 'T_shirt_top'),
+    index-prefixed where their alphabetical order (ImageFolder's) would not be the label order
+    (Fashion-MNIST's)."""
     safe = [re.sub(r"[^A-Za-z0-9]+", "_", str(name)).strip("_") for name in names]
     if sorted(set(safe)) != safe:
         width = len(str(len(safe) - 1))
@@ -581,25 +689,36 @@ def folder_names(names):
 
 
 def list_dataset(source):
-    """Records for mnist, fashion-mnist, cifar10: torchvision.datasets reads both splits from its own layout
-    in --data-dir, downloading what is missing, as for Flowers102."""
+    """Records for mnist, fashion-mnist, cifar10: torchvision.datasets reads both splits from its
+    own layout in --data-dir, downloading what is missing, as for Flowers102."""
     import torchvision.datasets
 
     name, folder, _ = DATASETS[source.kind]
     target = source.root / folder.split("/")[0]
     existed = target.exists()
     try:
-        splits = [(split, getattr(torchvision.datasets, name)(source.root, train=split == "train", download=True))
-                  for split in ("train", "test")]
-    except Exception as error:  # URLError, checksum RuntimeError, a malformed file: all mean "no data"
+        splits = [
+            (
+                split,
+                getattr(torchvision.datasets, name)(
+                    source.root, train=split == "train", download=True
+                ),
+            )
+            for split in ("train", "test")
+        ]
+    # URLError, checksum RuntimeError, a malformed file: all mean "no data"
+    except Exception as error:
         if not existed:
             remove_if_empty(target)
-        raise PreprocessError(f"torchvision could neither read nor download {name} in {source.root} "
-                              f"({type(error).__name__}: {one_line(error)}); put its files in "
-                              f"{source.root / folder} as torchvision.datasets.{name} expects") from None
+        raise PreprocessError(
+            f"torchvision could neither read nor download {name} in {source.root} "
+            f"({type(error).__name__}: {one_line(error)}); put its files in "
+            f"{source.root / folder} as torchvision.datasets.{name} expects"
+        ) from None
     records = []
     for split, dataset in splits:
-        pixels = np.ascontiguousarray(dataset.data)  # N x 28 x 28 (MNIST), N x 32 x 32 x 3 (CIFAR-10)
+        # N x 28 x 28 (MNIST), N x 32 x 32 x 3 (CIFAR-10)
+        pixels = np.ascontiguousarray(dataset.data)
         for index, label in enumerate(np.asarray(dataset.targets).tolist()):
             key = f"{split}_{index:05d}"
             records.append(Record(key, label, key, None, pixels=pixels[index]))
@@ -612,14 +731,32 @@ def list_folder(root, cache_dir):
 
     def images_in(folder, recursive):
         paths = folder.rglob("*") if recursive else folder.iterdir()
-        return sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                      and cache_dir not in p.parents and not p.name.startswith("."))
+        return sorted(
+            p
+            for p in paths
+            if p.suffix.lower() in IMAGE_SUFFIXES
+            and p.is_file()
+            and cache_dir not in p.parents
+            and not p.name.startswith(".")
+        )
 
-    subfolders = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
-                  and d.resolve() != cache_dir and images_in(d, recursive=True)]
+    subfolders = [
+        d
+        for d in sorted(root.iterdir())
+        if d.is_dir()
+        and not d.name.startswith(".")
+        and d.resolve() != cache_dir
+        and images_in(d, recursive=True)
+    ]
     loose = images_in(root, recursive=False)
-    groups = [(d.name, images_in(d, recursive=True)) for d in subfolders] or [(root.name or "images", loose)]
-    skipped = [{"file": p.name, "reason": "not in a class subfolder"} for p in loose] if subfolders else []
+    groups = [(d.name, images_in(d, recursive=True)) for d in subfolders] or [
+        (root.name or "images", loose)
+    ]
+    skipped = (
+        [{"file": p.name, "reason": "not in a class subfolder"} for p in loose]
+        if subfolders
+        else []
+    )
 
     records = []
     for class_index, (class_folder, paths) in enumerate(groups):
@@ -636,8 +773,10 @@ def list_records(source, cache_dir, synthetic_images, synthetic_classes):
     if source.kind == "synthetic":
         width = len(str(synthetic_classes - 1))
         class_names = [f"class_{c:0{width}d}" for c in range(synthetic_classes)]
-        records = [Record(f"synthetic_{i:05d}", i % synthetic_classes, f"image_{i + 1:05d}", None, i)
-                   for i in range(synthetic_images)]
+        records = [
+            Record(f"synthetic_{i:05d}", i % synthetic_classes, f"image_{i + 1:05d}", None, i)
+            for i in range(synthetic_images)
+        ]
         return records, class_names, []
     if source.kind == "folder":
         return list_folder(source.root, cache_dir)
@@ -653,13 +792,20 @@ def file_size(path):
         return -1
 
 
-def cache_folder_name(source, size, rotations, max_angle, seed, synthetic_images, synthetic_classes, records):
+def cache_folder_name(
+    source, size, rotations, max_angle, seed, synthetic_images, synthetic_classes, records
+):
     if source.kind == "synthetic":
         identity = {"images": synthetic_images, "classes": synthetic_classes}
-    else:  # the files and their sizes too: photos added to or removed from a folder make a new cache
+    # the files and their sizes too: photos added to or removed from a folder make a new cache
+    else:
         files = hashlib.sha256()
         for record in sorted(records):
-            content = file_size(record.path) if record.pixels is None else hashlib.sha1(record.pixels).hexdigest()
+            content = (
+                file_size(record.path)
+                if record.pixels is None
+                else hashlib.sha1(record.pixels).hexdigest()
+            )
             files.update(f"{record.key}\0{record.class_index}\0{content}\n".encode())
         identity = {"root": str(source.root), "files": files.hexdigest()}
     identity.update(kind=source.kind, pipeline_version=PIPELINE_VERSION)
@@ -680,11 +826,15 @@ def is_complete(cache_path):
     return isinstance(manifest, dict) and len(images) == len(labels) == manifest.get("num_images")
 
 
-def check_settings(source, size, rotations, max_angle, workers, synthetic_images, synthetic_classes):
+def check_settings(
+    source, size, rotations, max_angle, workers, synthetic_images, synthetic_classes
+):
     if source not in SOURCES:
         raise PreprocessError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     if size < 16 or size & (size - 1):
-        raise PreprocessError(f"--size {size} is not a power of two >= 16 (the GAN scripts halve it repeatedly)")
+        raise PreprocessError(
+            f"--size {size} is not a power of two >= 16 (the GAN scripts halve it repeatedly)"
+        )
     if rotations < 0:
         raise PreprocessError(f"--rotations {rotations} must be 0 or more")
     if not 0 <= max_angle <= 45:
@@ -698,38 +848,58 @@ def check_settings(source, size, rotations, max_angle, workers, synthetic_images
 # ---------------------------------------------------------------- the cache
 
 
-def build_cache(data_dir=".", source="auto", cache_dir="cache", size=64, rotations=DEFAULT_ROTATIONS,
-                max_angle=DEFAULT_MAX_ANGLE, seed=0, workers=None, synthetic_images=2000,
-                synthetic_classes=10, progress=True):
-    """Build (or resume) the cache for these settings and return its folder. Reuses a complete one."""
+def build_cache(
+    data_dir=".",
+    source="auto",
+    cache_dir="cache",
+    size=64,
+    rotations=DEFAULT_ROTATIONS,
+    max_angle=DEFAULT_MAX_ANGLE,
+    seed=0,
+    workers=None,
+    synthetic_images=2000,
+    synthetic_classes=10,
+    progress=True,
+):
+    """Build (or resume) the cache for these settings and return its folder. Reuses a complete one.
+    """
     check_settings(source, size, rotations, max_angle, workers, synthetic_images, synthetic_classes)
     found = find_source(data_dir, source)
-    records, class_names, skipped = list_records(found, cache_dir, synthetic_images, synthetic_classes)
+    records, class_names, skipped = list_records(
+        found, cache_dir, synthetic_images, synthetic_classes
+    )
     requested_rotations, channels = rotations, 3
     if found.kind in DATASETS:
         rotations, channels = 0, DATASETS[found.kind][2]  # no rotations: see DATASET_STEPS
-    cache_path = Path(cache_dir) / cache_folder_name(found, size, rotations, max_angle, seed,
-                                                     synthetic_images, synthetic_classes, records)
+    cache_path = Path(cache_dir) / cache_folder_name(
+        found, size, rotations, max_angle, seed, synthetic_images, synthetic_classes, records
+    )
     if is_complete(cache_path):
         print(f"reusing the complete cache {cache_path}: no image work to do")
         return cache_path
 
     start = time.time()
-    records.sort(key=lambda record: (record.class_index, record.key))  # the packed order, whatever the source
+    # the packed order, whatever the source
+    records.sort(key=lambda record: (record.class_index, record.key))
     try:
         cache_path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise PreprocessError(f"cannot create the cache folder {cache_path}: {one_line(error)}") from None
+        raise PreprocessError(
+            f"cannot create the cache folder {cache_path}: {one_line(error)}"
+        ) from None
     for leftover in cache_path.rglob(".*.tmp"):
         if writer_is_gone(leftover):  # a run killed mid-write; not one building beside us now
             leftover.unlink(missing_ok=True)
 
-    where = "synthetic flowers" if found.root is None else f"the {found.kind} layout in {found.root}"
+    where = (
+        "synthetic flowers" if found.root is None else f"the {found.kind} layout in {found.root}"
+    )
     print(f"building {cache_path} from {where}")
     if found.kind in DATASETS:
         print(f"{found.kind}: {DATASET_STEPS} (--rotations {requested_rotations} asked for)")
     copies = 1 + rotations
-    packed = np.zeros((len(records) * copies, channels, size, size), dtype=np.uint8)  # compacted at the end
+    # compacted at the end
+    packed = np.zeros((len(records) * copies, channels, size, size), dtype=np.uint8)
     kept = [False] * len(records)
     todo = []
     for index, record in enumerate(records):
@@ -738,20 +908,38 @@ def build_cache(data_dir=".", source="auto", cache_dir="cache", size=64, rotatio
         if all(path.is_file() for path in paths) and read_cached(paths, packed, index * copies):
             kept[index] = True  # done by an earlier, interrupted run
         else:
-            todo.append((index, record, class_names[record.class_index], str(cache_path), size, rotations,
-                         max_angle, seed, synthetic_classes))
+            todo.append(
+                (
+                    index,
+                    record,
+                    class_names[record.class_index],
+                    str(cache_path),
+                    size,
+                    rotations,
+                    max_angle,
+                    seed,
+                    synthetic_classes,
+                )
+            )
     if len(todo) < len(records):
         print(f"resuming: {len(records) - len(todo)} of {len(records)} images already done")
 
     workers = min(workers or usable_cores(), max(1, len(todo)))
     with task_mapper(workers) as mapper:
         results = mapper(process_task, todo)
-        for index, arrays, reason in tqdm(results, total=len(todo), desc="preprocess", unit="img",
-                                          disable=not progress):
+        for index, arrays, reason in tqdm(
+            results, total=len(todo), desc="preprocess", unit="img", disable=not progress
+        ):
             if reason is not None:
                 record = records[index]
-                skipped.append({"file": record.key if found.kind == "folder" or record.path is None
-                                else f"jpg/{record.key}", "reason": reason})
+                skipped.append(
+                    {
+                        "file": record.key
+                        if found.kind == "folder" or record.path is None
+                        else f"jpg/{record.key}",
+                        "reason": reason,
+                    }
+                )
                 continue
             for k, array in enumerate(arrays):
                 packed[index * copies + k] = channels_first(array)
@@ -762,23 +950,35 @@ def build_cache(data_dir=".", source="auto", cache_dir="cache", size=64, rotatio
         with contextlib.suppress(OSError):
             cache_path.rmdir()  # leave no empty cache behind
         reasons = sorted({entry["reason"] for entry in skipped})[:3]
-        raise PreprocessError(f"no usable images in {where}: {len(skipped)} files skipped "
-                              f"({'; '.join(reasons) or 'no image files found'})")
+        raise PreprocessError(
+            f"no usable images in {where}: {len(skipped)} files skipped "
+            f"({'; '.join(reasons) or 'no image files found'})"
+        )
 
-    # Records are in class order, so moving kept ones down keeps the order and needs no second array.
-    used_classes = sorted({record.class_index for _, record in kept_records})  # empty classes drop out
+    # Records are in class order, so moving kept ones down keeps the order and needs no second
+    # array. empty classes drop out
+    used_classes = sorted({record.class_index for _, record in kept_records})
     labels = []
     for position, (index, record) in enumerate(kept_records):
-        packed[position * copies:(position + 1) * copies] = packed[index * copies:(index + 1) * copies]
+        packed[position * copies : (position + 1) * copies] = packed[
+            index * copies : (index + 1) * copies
+        ]
         labels += [used_classes.index(record.class_index)] * copies
-    packed = packed[:len(kept_records) * copies]
+    packed = packed[: len(kept_records) * copies]
     classes = [class_names[c] for c in used_classes]
-    per_class = [sum(1 for _, record in kept_records if record.class_index == c) for c in used_classes]
+    per_class = [
+        sum(1 for _, record in kept_records if record.class_index == c) for c in used_classes
+    ]
 
     manifest = {
         "source": {"kind": found.kind, "path": None if found.root is None else str(found.root)},
-        "params": {"size": size, "rotations": rotations, "max_angle": max_angle, "seed": seed,
-                   "pipeline_version": PIPELINE_VERSION},
+        "params": {
+            "size": size,
+            "rotations": rotations,
+            "max_angle": max_angle,
+            "seed": seed,
+            "pipeline_version": PIPELINE_VERSION,
+        },
         "classes": classes,
         "num_source_images": len(kept_records),
         "num_images": len(labels),
@@ -788,29 +988,44 @@ def build_cache(data_dir=".", source="auto", cache_dir="cache", size=64, rotatio
         "skipped": sorted(skipped, key=lambda entry: entry["file"]),
         "channels": channels,
         "skipped_steps": f"{DATASET_STEPS} (--rotations {requested_rotations} asked for)"
-                         if found.kind in DATASETS else None,
-        "packed": {"images.npy": f"uint8 [N, {channels}, size, size]", "labels.npy": "int64 [N], index into classes",
-                   "order": "class by class, files by name, each image followed by its rotated copies"},
+        if found.kind in DATASETS
+        else None,
+        "packed": {
+            "images.npy": f"uint8 [N, {channels}, size, size]",
+            "labels.npy": "int64 [N], index into classes",
+            "order": "class by class, files by name, each image followed by its rotated copies",
+        },
     }
     if found.kind == "synthetic":
         manifest["source"].update(images=synthetic_images, classes=synthetic_classes)
-    write_atomically(cache_path / "manifest.json",
-                     lambda file: file.write((json.dumps(manifest, indent=2) + "\n").encode()))
-    write_atomically(cache_path / "labels.npy", lambda file: np.save(file, np.array(labels, dtype=np.int64)))
-    write_atomically(cache_path / "images.npy", lambda file: np.save(file, packed))  # last: marks complete
-    print(f"cached {len(labels)} images ({len(kept_records)} source images x {copies}) of {len(classes)} "
-          f"classes in {time.time() - start:.1f} s; skipped {len(skipped)} files (see manifest.json)")
+    write_atomically(
+        cache_path / "manifest.json",
+        lambda file: file.write((json.dumps(manifest, indent=2) + "\n").encode()),
+    )
+    write_atomically(
+        cache_path / "labels.npy", lambda file: np.save(file, np.array(labels, dtype=np.int64))
+    )
+    # last: marks complete
+    write_atomically(cache_path / "images.npy", lambda file: np.save(file, packed))
+    print(
+        f"cached {len(labels)} images ({len(kept_records)} source images x {copies}) of "
+        f"{len(classes)} classes in {time.time() - start:.1f} s; skipped {len(skipped)} files (see "
+        "manifest.json)"
+    )
     return cache_path
 
 
 def load_cache(cache_path):
-    """(images uint8 [N, C, size, size], labels int64 [N], class names) from a complete cache; C = 1 for
-    mnist and fashion-mnist, else 3."""
+    """(images uint8 [N, C, size, size], labels int64 [N], class names) from a complete cache; C = 1
+    for mnist and fashion-mnist, else 3."""
     cache_path = Path(cache_path)
     if not is_complete(cache_path):
-        raise PreprocessError(f"{cache_path} is not a complete cache (needs manifest.json, labels.npy and "
-                              "images.npy); run python preprocess.py to build it")
-    import torch  # here: importing it is 2 s of CPU that building the cache (the command line) never needs
+        raise PreprocessError(
+            f"{cache_path} is not a complete cache (needs manifest.json, labels.npy and "
+            "images.npy); run python preprocess.py to build it"
+        )
+    # here: importing it is 2 s of CPU that building the cache (the command line) never needs
+    import torch
 
     manifest = json.loads((cache_path / "manifest.json").read_text())
     images = torch.from_numpy(np.load(cache_path / "images.npy"))
@@ -818,12 +1033,33 @@ def load_cache(cache_path):
     return images, labels, manifest["classes"]
 
 
-def prepare_data(data_dir=".", source="auto", cache_dir="cache", size=64, rotations=DEFAULT_ROTATIONS,
-                 max_angle=DEFAULT_MAX_ANGLE, seed=0, workers=None, synthetic_images=2000,
-                 synthetic_classes=10, progress=True):
+def prepare_data(
+    data_dir=".",
+    source="auto",
+    cache_dir="cache",
+    size=64,
+    rotations=DEFAULT_ROTATIONS,
+    max_angle=DEFAULT_MAX_ANGLE,
+    seed=0,
+    workers=None,
+    synthetic_images=2000,
+    synthetic_classes=10,
+    progress=True,
+):
     """Build the cache if needed, then load it: (images, labels, cache_path)."""
-    cache_path = build_cache(data_dir, source, cache_dir, size, rotations, max_angle, seed, workers,
-                             synthetic_images, synthetic_classes, progress)
+    cache_path = build_cache(
+        data_dir,
+        source,
+        cache_dir,
+        size,
+        rotations,
+        max_angle,
+        seed,
+        workers,
+        synthetic_images,
+        synthetic_classes,
+        progress,
+    )
     images, labels, _ = load_cache(cache_path)
     return images, labels, cache_path
 
@@ -837,18 +1073,28 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    parser = _Parser(description=__doc__.split("\n\n")[0],
-                     epilog="See the module docstring for the pipeline and the cache layout.")
+    parser = _Parser(
+        description=__doc__.split("\n\n")[0],
+        epilog="See the module docstring for the pipeline and the cache layout.",
+    )
     for spec in dataclasses.fields(Config):
         flag = "--" + spec.name.replace("_", "-")
         extra = {key: value for key, value in spec.metadata.items() if key != "help"}
         if isinstance(spec.default, bool):
-            parser.add_argument(flag, default=spec.default, action=argparse.BooleanOptionalAction,
-                                help=spec.metadata["help"])
+            parser.add_argument(
+                flag,
+                default=spec.default,
+                action=argparse.BooleanOptionalAction,
+                help=spec.metadata["help"],
+            )
         else:
             extra.setdefault("type", type(spec.default))
-            parser.add_argument(flag, default=spec.default, help=spec.metadata["help"] + " (default: %(default)s)",
-                                **extra)
+            parser.add_argument(
+                flag,
+                default=spec.default,
+                help=spec.metadata["help"] + " (default: %(default)s)",
+                **extra,
+            )
     return parser
 
 

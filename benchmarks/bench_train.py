@@ -1,7 +1,8 @@
 """Training throughput of the three scripts, against a naive per-epoch PIL DataLoader.
 
-    python benchmarks/bench_train.py --data-dir ../shared/data/flowers102 --width 128 --batch-size 32
-    python benchmarks/bench_train.py --data-dir ../shared/data/flowers102 --width 1024 --steps 8 --modes naive fast
+    python benchmarks/bench_train.py --data-dir data/flowers102 --width 128 --batch-size 32
+    python benchmarks/bench_train.py --data-dir data/flowers102 --width 1024 --steps 8 \
+        --modes naive fast
 
 For each script and mode it runs the script's own critic and generator steps (n_critic as in
 its Config) in a fresh process, skips the warm-up steps, times the rest, and prints a Markdown
@@ -18,6 +19,7 @@ Modes:
     fast      memory + channels_last + bf16 autocast + keep_freed_cpu_memory: what the scripts run
 It is a benchmark, not a test: run it on a quiet machine.
 """
+
 import argparse
 import importlib
 import itertools
@@ -35,9 +37,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-MODES = {"naive": dict(channels_last=False, amp="off"), "memory": dict(channels_last=False, amp="off"),
-         "cl": dict(channels_last=True, amp="off"), "fast": dict(channels_last=True, amp="bf16"),
-         "fp16": dict(channels_last=True, amp="fp16")}
+MODES = {
+    "naive": dict(channels_last=False, amp="off"),
+    "memory": dict(channels_last=False, amp="off"),
+    "cl": dict(channels_last=True, amp="off"),
+    "fast": dict(channels_last=True, amp="bf16"),
+    "fp16": dict(channels_last=True, amp="fp16"),
+}
 SCRIPTS = ["gan_complete", "wgan_clip", "dcgan"]
 
 
@@ -47,9 +53,15 @@ def naive_batches(args, config):
     from torchvision import transforms
 
     files = sorted(naive_folder(args).glob("*.jpg"))
-    transform = transforms.Compose([
-        transforms.Resize(config.img_size), transforms.CenterCrop(config.img_size),
-        transforms.RandomHorizontalFlip(), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)])
+    transform = transforms.Compose(
+        [
+            transforms.Resize(config.img_size),
+            transforms.CenterCrop(config.img_size),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize([0.5] * 3, [0.5] * 3),
+        ]
+    )
 
     class Flowers(torch.utils.data.Dataset):
         def __len__(self):
@@ -59,14 +71,24 @@ def naive_batches(args, config):
             with Image.open(files[index]) as image:
                 return transform(image.convert("RGB"))
 
-    loader = torch.utils.data.DataLoader(Flowers(), batch_size=config.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=args.naive_workers, pin_memory=config.device != "cpu")
+    loader = torch.utils.data.DataLoader(
+        Flowers(),
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.naive_workers,
+        pin_memory=config.device != "cpu",
+    )
     for _ in itertools.count():
         yield from loader
 
 
 def naive_folder(args):
-    return Path(args.cache_dir) / f"naive_jpg_{args.naive_size}" if args.naive_size else Path(args.data_dir) / "jpg"
+    return (
+        Path(args.cache_dir) / f"naive_jpg_{args.naive_size}"
+        if args.naive_size
+        else Path(args.data_dir) / "jpg"
+    )
 
 
 def prepare_naive_folder(args):
@@ -80,20 +102,24 @@ def prepare_naive_folder(args):
     if not args.naive_size:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    for path in files[:(args.warmup + args.steps + 2) * args.batch_size]:
+    for path in files[: (args.warmup + args.steps + 2) * args.batch_size]:
         if not (folder / path.name).exists():
             with Image.open(path) as image:
                 scale = args.naive_size / min(image.size)
-                image.convert("RGB").resize((round(image.width * scale), round(image.height * scale)),
-                                            Image.LANCZOS).save(folder / path.name, quality=90)
+                image.convert("RGB").resize(
+                    (round(image.width * scale), round(image.height * scale)), Image.LANCZOS
+                ).save(folder / path.name, quality=90)
 
 
 def memory_batches(module, config, device):
     import preprocess
 
-    images, labels, _ = preprocess.prepare_data(data_dir=config.data_dir, cache_dir=config.cache_dir,
-                                                size=config.img_size, progress=False)
-    loader = module.InMemoryLoader(images, labels, config.batch_size, 0, device, config.channels_last)
+    images, labels, _ = preprocess.prepare_data(
+        data_dir=config.data_dir, cache_dir=config.cache_dir, size=config.img_size, progress=False
+    )
+    loader = module.InMemoryLoader(
+        images, labels, config.batch_size, 0, device, config.channels_last
+    )
     for epoch in itertools.count():
         for _, real, _ in loader.batches(epoch):
             yield real
@@ -102,21 +128,42 @@ def memory_batches(module, config, device):
 def measure(args):
     """One (script, mode) in this process: {'images_per_s', 'peak_mb'}."""
     module = importlib.import_module(args.script)
-    config = module.Config(img_size=args.img_size, g_channels=args.width, d_channels=args.width,
-                           batch_size=args.batch_size, device=args.device, data_dir=args.data_dir,
-                           cache_dir=args.cache_dir, **MODES[args.mode])
+    config = module.Config(
+        img_size=args.img_size,
+        g_channels=args.width,
+        d_channels=args.width,
+        batch_size=args.batch_size,
+        device=args.device,
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        **MODES[args.mode],
+    )
     device = module.resolve_device(config.device)
     if args.mode in ("fast", "fp16"):  # as run_training does
         module.keep_freed_cpu_memory(device)
     module.seed_everything(0, deterministic=False)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    generator = module.Generator(config).apply(module.weights_init).to(device, memory_format=memory_format)
-    discriminator = module.Discriminator(config).apply(module.weights_init).to(device, memory_format=memory_format)
+    generator = (
+        module.Generator(config).apply(module.weights_init).to(device, memory_format=memory_format)
+    )
+    discriminator = (
+        module.Discriminator(config)
+        .apply(module.weights_init)
+        .to(device, memory_format=memory_format)
+    )
     opt_g, opt_d = module.make_optimizers(generator, discriminator, config, device)
     dtype = module.amp_dtype(config, device)
-    autocast = lambda: torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-    scaler_d, scaler_g = (torch.amp.GradScaler(device.type, enabled=dtype == torch.float16) for _ in range(2))
-    batches = naive_batches(args, config) if args.mode == "naive" else memory_batches(module, config, device)
+    autocast = lambda: torch.autocast(
+        device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+    )
+    scaler_d, scaler_g = (
+        torch.amp.GradScaler(device.type, enabled=dtype == torch.float16) for _ in range(2)
+    )
+    batches = (
+        naive_batches(args, config)
+        if args.mode == "naive"
+        else memory_batches(module, config, device)
+    )
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -129,40 +176,71 @@ def measure(args):
             seconds = time.perf_counter() - started
             break
         real = real.to(device, non_blocking=True)
-        labels = torch.zeros(real.size(0), dtype=torch.long, device=device)  # unconditional: ignored
-        module.critic_step(generator, discriminator, real, labels, opt_d, scaler_d, config, autocast)
+        # unconditional: ignored
+        labels = torch.zeros(real.size(0), dtype=torch.long, device=device)
+        module.critic_step(
+            generator, discriminator, real, labels, opt_d, scaler_d, config, autocast
+        )
         if step % config.n_critic == 0:  # as in train_gan
             discriminator.requires_grad_(False)
-            module.generator_step(generator, discriminator, real, labels, opt_g, scaler_g, config, autocast)
+            module.generator_step(
+                generator, discriminator, real, labels, opt_g, scaler_g, config, autocast
+            )
             discriminator.requires_grad_(True)
-    peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"images_per_s": args.steps * config.batch_size / seconds, "peak_mb": peak, "device": str(device)}
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {
+        "images_per_s": args.steps * config.batch_size / seconds,
+        "peak_mb": peak,
+        "device": str(device),
+    }
 
 
 def machine(device):
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
         return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    threads = torch.get_num_threads()
+    return f"{model}, {os.cpu_count()} cores, {threads} threads, torch {torch.__version__}"
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=".", help="flowers in the coursework or official layout")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data-dir", default=".", help="flowers in the coursework or official layout"
+    )
     parser.add_argument("--cache-dir", default="cache", help="preprocess cache (built if missing)")
     parser.add_argument("--scripts", nargs="+", default=SCRIPTS, choices=SCRIPTS)
-    parser.add_argument("--modes", nargs="+", default=["naive", "memory", "cl", "fast"], choices=list(MODES))
+    parser.add_argument(
+        "--modes", nargs="+", default=["naive", "memory", "cl", "fast"], choices=list(MODES)
+    )
     parser.add_argument("--width", type=int, default=128, help="g_channels = d_channels")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=40, help="timed critic steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed critic steps first")
-    parser.add_argument("--naive-workers", type=int, default=0, help="DataLoader workers of the naive reference")
-    parser.add_argument("--naive-size", type=int, default=0,
-                        help="re-encode the naive reference's JPEGs at this shorter side first (500 = the "
-                             "official files; 0 = read them as they are)")
+    parser.add_argument(
+        "--naive-workers", type=int, default=0, help="DataLoader workers of the naive reference"
+    )
+    parser.add_argument(
+        "--naive-size",
+        type=int,
+        default=0,
+        help="re-encode the naive reference's JPEGs at this shorter side first (500 = the "
+        "official files; 0 = read them as they are)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", help="also write the Markdown table here")
     parser.add_argument("--script", help=argparse.SUPPRESS)  # internal: measure one (script, mode)
@@ -174,16 +252,26 @@ def main():
 
     # Build the cache once, before any timing.
     import preprocess
+
     try:
-        preprocess.prepare_data(data_dir=args.data_dir, cache_dir=args.cache_dir, size=args.img_size)
+        preprocess.prepare_data(
+            data_dir=args.data_dir, cache_dir=args.cache_dir, size=args.img_size
+        )
     except preprocess.PreprocessError as error:
         sys.exit(f"error: {error}")
     prepare_naive_folder(args)
-    lines = [f"Machine: {machine(args.device)}. Width {args.width}, batch {args.batch_size}, "
-             f"{args.img_size}x{args.img_size}, {args.steps} timed steps after {args.warmup} warm-up; "
-             f"naive loader with {args.naive_workers} workers reading "
-             f"{f'JPEGs re-encoded at {args.naive_size} px' if args.naive_size else 'the JPEGs as they are'}.", "",
-             "| script | mode | images/s | peak memory (MB) | vs naive |", "| --- | --- | ---: | ---: | ---: |"]
+    if args.naive_size:
+        jpegs = f"JPEGs re-encoded at {args.naive_size} px."
+    else:
+        jpegs = "the JPEGs as they are."
+    lines = [
+        f"Machine: {machine(args.device)}. Width {args.width}, batch {args.batch_size}, "
+        f"{args.img_size}x{args.img_size}, {args.steps} timed steps after {args.warmup} warm-up; "
+        f"naive loader with {args.naive_workers} workers reading {jpegs}",
+        "",
+        "| script | mode | images/s | peak memory (MB) | vs naive |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
     print("\n".join(lines), flush=True)
     for script in args.scripts:
         reference = None
@@ -195,7 +283,10 @@ def main():
             numbers = json.loads(result.stdout.strip().splitlines()[-1])
             reference = numbers["images_per_s"] if mode == "naive" else reference
             ratio = f"{numbers['images_per_s'] / reference:.2f}x" if reference else "-"
-            lines.append(f"| {script} | {mode} | {numbers['images_per_s']:.1f} | {numbers['peak_mb']:.0f} | {ratio} |")
+            lines.append(
+                f"| {script} | {mode} | {numbers['images_per_s']:.1f} | {numbers['peak_mb']:.0f} | "
+                f"{ratio} |"
+            )
             print(lines[-1], flush=True)
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")

@@ -2,6 +2,7 @@
 
 Nothing here downloads or reads ../shared: the data are drawn by preprocess.py's synthetic source.
 """
+
 import os
 import subprocess
 import sys
@@ -17,16 +18,46 @@ SCRIPTS = ["gan_complete", "wgan_clip", "dcgan"]
 
 def tiny_args(cache_dir, out_dir, *extra):
     """Command-line arguments of a run that takes seconds on a CPU: 32 px, width 16, 2 epochs."""
-    return ["--source", "synthetic", "--synthetic-images", "48", "--preprocess-workers", "1",
-            "--cache-dir", str(cache_dir), "--out-dir", str(out_dir), "--img-size", "32",
-            "--g-channels", "16", "--d-channels", "16", "--batch-size", "16", "--epochs", "2",
-            "--latent-pool", "16", "--num-samples", "12", "--no-progress", *extra]
+    return [
+        "--source",
+        "synthetic",
+        "--synthetic-images",
+        "48",
+        "--preprocess-workers",
+        "1",
+        "--cache-dir",
+        str(cache_dir),
+        "--out-dir",
+        str(out_dir),
+        "--img-size",
+        "32",
+        "--g-channels",
+        "16",
+        "--d-channels",
+        "16",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--latent-pool",
+        "16",
+        "--num-samples",
+        "12",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def run_cli(script, *args, timeout=300):
     """Run a script as a user does; returns the CompletedProcess (text output)."""
-    return subprocess.run([sys.executable, str(ROOT / f"{script}.py"), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, env=subprocess_env())
+    return subprocess.run(
+        [sys.executable, str(ROOT / f"{script}.py"), *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=subprocess_env(),
+    )
 
 
 def subprocess_env():

@@ -51,7 +51,9 @@ def flower_like(n, size=64, seed=0):
     return (torch.stack(images) * 255).round().to(torch.uint8)
 
 
-PALETTE = torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.2, 0.9], [0.9, 0.9, 0.1]])[:, :, None, None]
+PALETTE = torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.2, 0.9], [0.9, 0.9, 0.1]])[
+    :, :, None, None
+]
 
 
 def classed_like(n, size=32, seed=0, classes=4):
@@ -88,9 +90,18 @@ def swd_cases(real_sets):
     # Blur the *other* sample: SWD draws patches at the same positions in both sets, so a
     # blurred copy of the very same images would beat any independent sample.
     blurred = gaussian_blur(other_real, kernel_size=5, sigma=2.0)
-    noise = torch.randint(0, 256, real.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    return {name: compare.sliced_wasserstein(real, images, seed=0)
-            for name, images in {"same": real, "halves": other_real, "blurred": blurred, "noise": noise}.items()}
+    noise = torch.randint(
+        0, 256, real.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(2)
+    )
+    return {
+        name: compare.sliced_wasserstein(real, images, seed=0)
+        for name, images in {
+            "same": real,
+            "halves": other_real,
+            "blurred": blurred,
+            "noise": noise,
+        }.items()
+    }
 
 
 def test_swd_reports_every_pyramid_level_down_to_16px(swd_cases):
@@ -106,15 +117,21 @@ def test_swd_of_identical_sets_is_zero(swd_cases):
 def test_swd_orders_real_halves_below_blurred_below_noise(swd_cases):
     halves, blurred, noise = (swd_cases[name]["avg"] for name in ("halves", "blurred", "noise"))
     assert 0 < halves < blurred < noise
-    assert halves < noise / 4, "two samples of the same data should be far closer than data and noise"
+    assert halves < noise / 4, (
+        "two samples of the same data should be far closer than data and noise"
+    )
     # Blur removes fine detail and keeps the layout: the finest level sees it most clearly.
-    added_by_blur = {level: swd_cases["blurred"][level] - swd_cases["halves"][level] for level in ("64px", "16px")}
+    added_by_blur = {
+        level: swd_cases["blurred"][level] - swd_cases["halves"][level]
+        for level in ("64px", "16px")
+    }
     assert added_by_blur["64px"] > max(added_by_blur["16px"], 0) + 5
 
 
 def test_swd_is_deterministic_for_a_seed_and_accepts_generator_floats(real_sets):
     real, other_real = real_sets[0][:32], real_sets[1][:32]
-    swd = functools.partial(compare.sliced_wasserstein, directions=128)  # a quicker estimate is enough here
+    # a quicker estimate is enough here
+    swd = functools.partial(compare.sliced_wasserstein, directions=128)
     first = swd(real, other_real, seed=3)
     assert swd(real, other_real, seed=3) == first
     assert swd(real, other_real, seed=4) != first
@@ -133,14 +150,23 @@ def test_diversity_flags_identical_images_but_not_varied_ones(real_sets):
     identical = other_real[:1].expand(N_SWD, -1, -1, -1)
     assert compare.diversity(identical, real) == pytest.approx(0, abs=1e-6)
     assert compare.diversity(other_real, real) == pytest.approx(1, abs=0.15)
-    assert compare.diversity(identical, real) < compare.COLLAPSE_RATIO < compare.diversity(other_real, real)
+    assert (
+        compare.diversity(identical, real)
+        < compare.COLLAPSE_RATIO
+        < compare.diversity(other_real, real)
+    )
 
 
 def test_fid_kid_are_skipped_with_the_reason_without_torchmetrics(monkeypatch, real_sets):
     monkeypatch.setitem(sys.modules, "torchmetrics", None)  # makes `import torchmetrics...` fail
     inception = compare.InceptionMetrics(real_sets[0])
-    assert inception(real_sets[1]).startswith("skipped: ") and "torchmetrics" in inception(real_sets[1])
-    assert compare.InceptionMetrics(real_sets[0], enabled=False)(real_sets[1]) == "skipped: --no-fid given"
+    assert inception(real_sets[1]).startswith("skipped: ") and "torchmetrics" in inception(
+        real_sets[1]
+    )
+    assert (
+        compare.InceptionMetrics(real_sets[0], enabled=False)(real_sets[1])
+        == "skipped: --no-fid given"
+    )
 
 
 # ----------------------------------------------------------------------------- fabricated runs
@@ -156,7 +182,8 @@ class WeightsError(Exception):
 
 
 CLASSES = ["a", "b", "c", "d"]
-BANK = classed_like(64, seed=5)[0].float() / 127.5 - 1  # what the stand-in generators draw; bank[i] is of class i % 4
+# what the stand-in generators draw; bank[i] is of class i % 4
+BANK = classed_like(64, seed=5)[0].float() / 127.5 - 1
 KINDS = (b"memorised", b"collapsed", b"conditional", b"mislabelled")
 
 
@@ -176,7 +203,9 @@ class StandInGenerator(torch.nn.Module):
         elif labels is None:
             index = picked % len(BANK)
         else:  # conditional or mislabelled
-            index = (labels + (self.kind == b"mislabelled")) % len(CLASSES) + len(CLASSES) * (picked % 16)
+            index = (labels + (self.kind == b"mislabelled")) % len(CLASSES) + len(CLASSES) * (
+                picked % 16
+            )
         return BANK[index] * self.scale
 
 
@@ -201,9 +230,12 @@ REAL_LOAD_CACHE = compare.preprocess.load_cache
 
 
 def use_cache(monkeypatch, folder, images, labels, classes, rotations=0):
-    """A preprocess cache as compare.py reads it: load_cache's arrays and manifest.json's rotations."""
+    """A preprocess cache as compare.py reads it: load_cache's arrays and manifest.json's rotations.
+    """
     folder.mkdir(exist_ok=True)
-    (folder / "manifest.json").write_text(json.dumps({"params": {"rotations": rotations}, "classes": classes}))
+    (folder / "manifest.json").write_text(
+        json.dumps({"params": {"rotations": rotations}, "classes": classes})
+    )
     monkeypatch.setattr(compare.preprocess, "load_cache", lambda path: (images, labels, classes))
     return folder
 
@@ -214,35 +246,68 @@ def stand_ins(monkeypatch, tmp_path):
     (so the cache classifier is skipped: there are no classes to learn)."""
     for name in ("gan_complete", "dcgan"):
         monkeypatch.setitem(sys.modules, name, stand_in_module(name))
-    use_cache(monkeypatch, tmp_path / "cache", classed_like(200, seed=6)[0], torch.zeros(200, dtype=torch.long),
-              ["flower"])
+    use_cache(
+        monkeypatch,
+        tmp_path / "cache",
+        classed_like(200, seed=6)[0],
+        torch.zeros(200, dtype=torch.long),
+        ["flower"],
+    )
     monkeypatch.setitem(sys.modules, "torchmetrics", None)
     return tmp_path
 
 
 @pytest.fixture
 def classed_stand_ins(stand_ins, monkeypatch):
-    """The same, with a cache of four classes told apart by colour: the cache classifier is trained."""
+    """The same, with a cache of four classes told apart by colour: the cache classifier is trained.
+    """
     use_cache(monkeypatch, stand_ins / "cache", *classed_like(240, seed=6), CLASSES)
     return stand_ins
 
 
-def write_run(folder, variant, script, weights, images_seen=1000, epochs_done=2, metrics_rows=None, snapshots=(),
-              conditional=False):
+def write_run(
+    folder,
+    variant,
+    script,
+    weights,
+    images_seen=1000,
+    epochs_done=2,
+    metrics_rows=None,
+    snapshots=(),
+    conditional=False,
+):
     folder.mkdir()
     config = {"z_dim": 8, "img_size": 32, "conditional": conditional}
     saved = {"variant": variant, "script": script, "config": config}
     if conditional:
         saved["data"] = {"channels": 3, "class_names": CLASSES}
     (folder / "config.json").write_text(json.dumps(saved))
-    info = {"variant": variant, "script": script, "generator_params": 12345, "critic_params": 6789,
-            "epochs_done": epochs_done, "epochs": 2, "generator_steps": 10, "critic_steps": 50,
-            "images_seen": images_seen, "wall_time_s": 10.0, "images_per_s": images_seen / 10, "device": "cpu",
-            "img_size": 32, "z_dim": 8, "batch_size": 20, "cache_path": str(folder.parent / "cache"),
-            "finished": epochs_done == 2}
+    info = {
+        "variant": variant,
+        "script": script,
+        "generator_params": 12345,
+        "critic_params": 6789,
+        "epochs_done": epochs_done,
+        "epochs": 2,
+        "generator_steps": 10,
+        "critic_steps": 50,
+        "images_seen": images_seen,
+        "wall_time_s": 10.0,
+        "images_per_s": images_seen / 10,
+        "device": "cpu",
+        "img_size": 32,
+        "z_dim": 8,
+        "batch_size": 20,
+        "cache_path": str(folder.parent / "cache"),
+        "finished": epochs_done == 2,
+    }
     (folder / "run_info.json").write_text(json.dumps(info))
-    rows = metrics_rows or [f"{step},1,{1 / step},{-step / 10},0.5,0.1,0.0002,{step}" for step in range(1, 51)]
-    (folder / "metrics.csv").write_text("\n".join(["step,epoch,d_loss,g_loss,w_dist,gp,lr,time", *rows]) + "\n")
+    rows = metrics_rows or [
+        f"{step},1,{1 / step},{-step / 10},0.5,0.1,0.0002,{step}" for step in range(1, 51)
+    ]
+    (folder / "metrics.csv").write_text(
+        "\n".join(["step,epoch,d_loss,g_loss,w_dist,gp,lr,time", *rows]) + "\n"
+    )
     (folder / "generator.pkl").write_bytes(weights)
     for epoch, snapshot in enumerate(snapshots, 1):  # snapshot_every 1
         (folder / "snapshots").mkdir(exist_ok=True)
@@ -260,25 +325,44 @@ def curve_rows(markdown):
     """The quality-by-epoch table's data rows, as lists of cells ([] when there is none)."""
     if "during training (from the snapshots)" not in markdown:
         return []
-    table = markdown.split("during training (from the snapshots)")[1].split("\n\n")[1].splitlines()[2:]
+    table = (
+        markdown.split("during training (from the snapshots)")[1].split("\n\n")[1].splitlines()[2:]
+    )
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
 
 
 def expected_figure_size(rows, with_quality):
     """One row of panels per run; the SWD-by-epoch panel only when some run kept snapshots."""
-    widths = [width for name, width in compare.PANEL_WIDTHS.items() if with_quality or name != "quality"]
+    widths = [
+        width for name, width in compare.PANEL_WIDTHS.items() if with_quality or name != "quality"
+    ]
     return round(sum(widths) * compare.DPI), round(rows * compare.ROW_HEIGHT * compare.DPI)
 
 
 def test_report_ranks_runs_and_warns_about_collapse_nan_and_budgets(stand_ins, capsys):
-    good = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised",
-                     snapshots=[b"collapsed", b"memorised"])
+    good = write_run(
+        stand_ins / "GAN_output",
+        "WGAN-GP",
+        "gan_complete",
+        b"memorised",
+        snapshots=[b"collapsed", b"memorised"],
+    )
     nan_rows = [f"{step},1,nan,inf,0.5,0.0,0.0002,{step}" for step in range(1, 4)]
-    collapsed = write_run(stand_ins / "DCGAN_output", "DCGAN", "dcgan", b"collapsed", images_seen=2000,
-                          epochs_done=1, metrics_rows=nan_rows)
+    collapsed = write_run(
+        stand_ins / "DCGAN_output",
+        "DCGAN",
+        "dcgan",
+        b"collapsed",
+        images_seen=2000,
+        epochs_done=1,
+        metrics_rows=nan_rows,
+    )
     out_dir = stand_ins / "comparison"
 
-    assert compare.main([str(good), str(collapsed), "--out-dir", str(out_dir), "--num-images", "64"]) == 0
+    assert (
+        compare.main([str(good), str(collapsed), "--out-dir", str(out_dir), "--num-images", "64"])
+        == 0
+    )
 
     markdown = (out_dir / "comparison.md").read_text()
     assert markdown in capsys.readouterr().out
@@ -290,15 +374,19 @@ def test_report_ranks_runs_and_warns_about_collapse_nan_and_budgets(stand_ins, c
     assert "mode collapse" in collapsed_warnings
     assert "non-finite losses in 3 of 3 steps" in collapsed_warnings
     assert "unfinished: 1 of 2 epochs" in collapsed_warnings
-    assert rows[0][12] == rows[1][12] == "skipped"  # FID / KID without torchmetrics: the reason once, below
-    assert markdown.count("FID / KID skipped: ") == 1 and "pip install torchmetrics[image]" in markdown
+    # FID / KID without torchmetrics: the reason once, below
+    assert rows[0][12] == rows[1][12] == "skipped"
+    assert (
+        markdown.count("FID / KID skipped: ") == 1 and "pip install torchmetrics[image]" in markdown
+    )
     assert rows[0][10:12] == ["skipped", "skipped"], "one class: no classifier of classes"
     assert markdown.count("FD (cache CNN) and KID skipped: the cache has one class") == 1
     assert "images seen differ by more than 10%: GAN_output 1,000, DCGAN_output 2,000" in markdown
     assert "epochs differ" in markdown
     assert "Best on SWD: WGAN-GP (`GAN_output`)" in markdown
     assert float(rows[0][9]) < float(rows[1][9])
-    # The epoch-1 snapshot (collapsed) scores worse than the final generator, which is not scored twice.
+    # The epoch-1 snapshot (collapsed) scores worse than the final generator, which is not scored
+    # twice.
     cells = curve_rows(markdown)[0]
     epoch_1, epoch_2 = (float(point.split(": ")[1]) for point in cells[2].split(", "))
     assert cells[:2] == ["WGAN-GP", f"`{good}`"] and epoch_1 > epoch_2 == float(rows[0][9])
@@ -309,39 +397,59 @@ def test_report_ranks_runs_and_warns_about_collapse_nan_and_budgets(stand_ins, c
 
 
 def test_an_unreadable_snapshot_is_left_out_with_a_warning(stand_ins, capsys):
-    run = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised", snapshots=[b"truncated"])
+    run = write_run(
+        stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised", snapshots=[b"truncated"]
+    )
     out_dir = stand_ins / "comparison"
     assert compare.main([str(run), "--out-dir", str(out_dir), "--num-images", "32"]) == 0
     markdown = capsys.readouterr().out
-    assert table_rows(markdown)[0][-1] == "unreadable snapshot(s) left out of the SWD curve: generator_epoch_001.pkl"
+    assert (
+        table_rows(markdown)[0][-1]
+        == "unreadable snapshot(s) left out of the SWD curve: generator_epoch_001.pkl"
+    )
     assert curve_rows(markdown) == []
     with Image.open(out_dir / "comparison.png") as figure:
         assert figure.size == expected_figure_size(rows=1, with_quality=False)
 
 
 def test_no_snapshots_scores_only_the_final_generators(stand_ins, capsys):
-    run = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised", snapshots=[b"collapsed"])
+    run = write_run(
+        stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised", snapshots=[b"collapsed"]
+    )
     out_dir = stand_ins / "comparison"
-    assert compare.main([str(run), "--out-dir", str(out_dir), "--num-images", "32", "--no-snapshots"]) == 0
+    assert (
+        compare.main([str(run), "--out-dir", str(out_dir), "--num-images", "32", "--no-snapshots"])
+        == 0
+    )
     assert curve_rows(capsys.readouterr().out) == []
     with Image.open(out_dir / "comparison.png") as figure:
         assert figure.size == expected_figure_size(rows=1, with_quality=False)
 
 
-@pytest.mark.parametrize("problem, message", [
-    ("not a run", "is not a run folder (no config.json, run_info.json, metrics.csv, generator.pkl)"),
-    ("bad weights", "generator.pkl: not a plain state_dict"),
-    ("missing cache", "real-image cache"),
-    ("incomplete cache", "is not a complete cache"),
-])
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        (
+            "not a run",
+            "is not a run folder (no config.json, run_info.json, metrics.csv, generator.pkl)",
+        ),
+        ("bad weights", "generator.pkl: not a plain state_dict"),
+        ("missing cache", "real-image cache"),
+        ("incomplete cache", "is not a complete cache"),
+    ],
+)
 def test_bad_input_stops_with_one_line_and_exit_2(stand_ins, monkeypatch, capsys, problem, message):
     good = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised")
     if problem == "not a run":
         bad = stand_ins / "holiday_photos"
         bad.mkdir()
     else:
-        bad = write_run(stand_ins / "DCGAN_output", "DCGAN", "dcgan",
-                        b"\x80\x04 hostile" if problem == "bad weights" else b"collapsed")
+        bad = write_run(
+            stand_ins / "DCGAN_output",
+            "DCGAN",
+            "dcgan",
+            b"\x80\x04 hostile" if problem == "bad weights" else b"collapsed",
+        )
     if problem == "missing cache":
         shutil.rmtree(stand_ins / "cache")
     if problem == "incomplete cache":  # the real preprocess.load_cache on an empty cache folder
@@ -360,13 +468,46 @@ def test_compare_two_real_gan_complete_runs(tmp_path, capsys, monkeypatch):
     import gan_complete
 
     monkeypatch.setitem(sys.modules, "torchmetrics", None)
-    tiny = ["--source", "synthetic", "--synthetic-images", "64", "--cache-dir", str(tmp_path / "cache"),
-            "--batch-size", "16", "--d-channels", "16", "--img-size", "32", "--latent-pool", "32",
-            "--preprocess-workers", "1", "--no-progress"]
+    tiny = [
+        "--source",
+        "synthetic",
+        "--synthetic-images",
+        "64",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--batch-size",
+        "16",
+        "--d-channels",
+        "16",
+        "--img-size",
+        "32",
+        "--latent-pool",
+        "32",
+        "--preprocess-workers",
+        "1",
+        "--no-progress",
+    ]
     wide, narrow = tmp_path / "wide", tmp_path / "narrow"
-    assert gan_complete.main([*tiny, "--out-dir", str(wide), "--epochs", "2", "--g-channels", "16",
-                              "--snapshot-every", "1"]) == 0
-    assert gan_complete.main([*tiny, "--out-dir", str(narrow), "--epochs", "1", "--g-channels", "8"]) == 0
+    assert (
+        gan_complete.main(
+            [
+                *tiny,
+                "--out-dir",
+                str(wide),
+                "--epochs",
+                "2",
+                "--g-channels",
+                "16",
+                "--snapshot-every",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert (
+        gan_complete.main([*tiny, "--out-dir", str(narrow), "--epochs", "1", "--g-channels", "8"])
+        == 0
+    )
     capsys.readouterr()
 
     out_dir = tmp_path / "comparison"
@@ -389,7 +530,9 @@ def test_compare_two_real_gan_complete_runs(tmp_path, capsys, monkeypatch):
     curves = curve_rows(markdown)
     assert len(curves) == 1 and curves[0][1] == f"`{wide}`", "only the wide run kept snapshots"
     assert [point.split(": ")[0] for point in curves[0][2].split(", ")] == ["1", "2"]
-    assert all(len(point.split(": ")[1].split(" / ")) == 2 for point in curves[0][2].split(", ")), "SWD / FD"
+    assert all(len(point.split(": ")[1].split(" / ")) == 2 for point in curves[0][2].split(", ")), (
+        "SWD / FD"
+    )
     # The synthetic cache has 10 classes: its classifier was trained once and kept beside it.
     (cache,) = (tmp_path / "cache").iterdir()
     assert (cache / compare.CLASSIFIER_FILE).is_file()
@@ -399,11 +542,15 @@ def test_compare_two_real_gan_complete_runs(tmp_path, capsys, monkeypatch):
 
 def test_a_bad_device_or_out_dir_stops_before_any_scoring(stand_ins, monkeypatch, capsys):
     run = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised")
-    monkeypatch.setattr(compare, "score_runs", lambda *args: pytest.fail("scored before checking the input"))
+    monkeypatch.setattr(
+        compare, "score_runs", lambda *args: pytest.fail("scored before checking the input")
+    )
     blocker = stand_ins / "a_file"
     blocker.write_text("")
-    for extra, message in ((["--device", "gpu0"], "unknown --device 'gpu0'"),
-                           (["--out-dir", str(blocker / "comparison")], "cannot write to --out-dir")):
+    for extra, message in (
+        (["--device", "gpu0"], "unknown --device 'gpu0'"),
+        (["--out-dir", str(blocker / "comparison")], "cannot write to --out-dir"),
+    ):
         assert compare.main([str(run), *extra]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
@@ -411,7 +558,9 @@ def test_a_bad_device_or_out_dir_stops_before_any_scoring(stand_ins, monkeypatch
 
 def test_the_verdict_warns_when_image_sizes_differ():
     def run(size):
-        return types.SimpleNamespace(variant="WGAN-GP", folder=Path(f"run{size}"), config=StandInConfig(img_size=size))
+        return types.SimpleNamespace(
+            variant="WGAN-GP", folder=Path(f"run{size}"), config=StandInConfig(img_size=size)
+        )
 
     def score(avg):
         return types.SimpleNamespace(swd={"16px": avg, "avg": avg}, structure=None)
@@ -429,7 +578,9 @@ def test_frechet_distance_and_kid_on_known_gaussians():
     a, b = torch.randn(2, 4000, 8, generator=random, dtype=torch.float64)
     shifted = b + torch.tensor([3.0, 4.0] + [0.0] * 6, dtype=torch.float64)  # |mean shift|^2 = 25
     assert compare.frechet_distance(a, a) == pytest.approx(0, abs=1e-9)
-    assert compare.frechet_distance(a, b) == pytest.approx(0, abs=0.05), "two samples of one Gaussian"
+    assert compare.frechet_distance(a, b) == pytest.approx(0, abs=0.05), (
+        "two samples of one Gaussian"
+    )
     assert compare.frechet_distance(a, shifted) == pytest.approx(25, rel=0.02)
     wider = b * 2  # covariance 4 I against I: Tr(I + 4I - 2 * 2I) = 8 in 8 dimensions
     assert compare.frechet_distance(a, wider) == pytest.approx(8, rel=0.05)
@@ -454,23 +605,47 @@ def test_the_cache_cnn_puts_new_real_images_near_the_floor_and_collapse_far(stru
     assert structure.info["held_out_images"] == 60 and structure.info["train_images"] == 180
     new_real = classed_like(64, seed=7)[0]
     collapsed = new_real[:1].expand(64, -1, -1, -1)
-    noise = torch.randint(0, 256, new_real.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    fd = {name: structure(images)["fd"] for name, images in
-          {"real": new_real, "collapsed": collapsed, "noise": noise}.items()}
+    noise = torch.randint(
+        0, 256, new_real.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    fd = {
+        name: structure(images)["fd"]
+        for name, images in {"real": new_real, "collapsed": collapsed, "noise": noise}.items()
+    }
     assert fd["real"] < 2 * structure.floor["fd"] < fd["collapsed"]
     assert fd["real"] < fd["noise"]
     assert structure(new_real)["kid"] < structure(collapsed)["kid"]
     # The class match: real images of the asked class are recognised, mislabelled ones are not.
     labels = classed_like(64, seed=7)[1]
-    assert structure(new_real, labels)["top1"] > 0.9 > 0.1 > structure(new_real, (labels + 1) % 4)["top1"]
+    assert (
+        structure(new_real, labels)["top1"]
+        > 0.9
+        > 0.1
+        > structure(new_real, (labels + 1) % 4)["top1"]
+    )
 
 
-def test_conditional_runs_get_their_class_match_beside_real_accuracy_and_chance(classed_stand_ins, capsys):
-    right = write_run(classed_stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"conditional", conditional=True)
-    wrong = write_run(classed_stand_ins / "DCGAN_output", "DCGAN", "dcgan", b"mislabelled", conditional=True)
+def test_conditional_runs_get_their_class_match_beside_real_accuracy_and_chance(
+    classed_stand_ins, capsys
+):
+    right = write_run(
+        classed_stand_ins / "GAN_output",
+        "WGAN-GP",
+        "gan_complete",
+        b"conditional",
+        conditional=True,
+    )
+    wrong = write_run(
+        classed_stand_ins / "DCGAN_output", "DCGAN", "dcgan", b"mislabelled", conditional=True
+    )
     plain = write_run(classed_stand_ins / "plain_output", "WGAN-GP", "gan_complete", b"memorised")
     out_dir = classed_stand_ins / "comparison"
-    assert compare.main([str(right), str(wrong), str(plain), "--out-dir", str(out_dir), "--num-images", "64"]) == 0
+    assert (
+        compare.main(
+            [str(right), str(wrong), str(plain), "--out-dir", str(out_dir), "--num-images", "64"]
+        )
+        == 0
+    )
 
     markdown = capsys.readouterr().out
     rows = table_rows(markdown)
@@ -483,26 +658,49 @@ def test_conditional_runs_get_their_class_match_beside_real_accuracy_and_chance(
 
 
 def test_a_conditional_run_on_other_classes_is_refused(classed_stand_ins, capsys):
-    run = write_run(classed_stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"conditional", conditional=True)
+    run = write_run(
+        classed_stand_ins / "GAN_output",
+        "WGAN-GP",
+        "gan_complete",
+        b"conditional",
+        conditional=True,
+    )
     config = json.loads((run / "config.json").read_text())
     config["data"]["class_names"] = ["x", "y"]
     (run / "config.json").write_text(json.dumps(config))
     assert compare.main([str(run), "--out-dir", str(classed_stand_ins / "comparison")]) == 2
-    assert "is conditional on classes ['x', 'y'] that are not the cache's" in capsys.readouterr().err
+    assert (
+        "is conditional on classes ['x', 'y'] that are not the cache's" in capsys.readouterr().err
+    )
 
 
 def test_a_conditional_run_is_scored_on_the_datas_class_frequencies_and_matched_on_uniform_classes(
-        stand_ins, monkeypatch):
+    stand_ins, monkeypatch
+):
     images, labels = classed_like(480, seed=6)
-    keep = (labels == 0) | (torch.arange(480) % 24 < 4)  # every image of class a, a sixth of the others
-    use_cache(monkeypatch, stand_ins / "cache", images[keep], labels[keep], CLASSES)  # 120 a, 20 b, c, d
-    run = compare.load_run(write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"conditional",
-                                     conditional=True))
+    # every image of class a, a sixth of the others
+    keep = (labels == 0) | (torch.arange(480) % 24 < 4)
+    # 120 a, 20 b, c, d
+    use_cache(monkeypatch, stand_ins / "cache", images[keep], labels[keep], CLASSES)
+    run = compare.load_run(
+        write_run(
+            stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"conditional", conditional=True
+        )
+    )
     cache = compare.load_real_cache(stand_ins / "cache")
     real, reference, real_labels = compare.real_samples(cache, 64, seed=0)
     structure = compare.StructureMeasure(cache, 64, seed=0)
-    [score], _ = compare.score_runs([run], real, reference, real_labels, 64, 0,
-                                    compare.InceptionMetrics(real, "cpu", enabled=False), structure, False)
+    [score], _ = compare.score_runs(
+        [run],
+        real,
+        reference,
+        real_labels,
+        64,
+        0,
+        compare.InceptionMetrics(real, "cpu", enabled=False),
+        structure,
+        False,
+    )
     # the stand-in draws the asked class: the centre's colour says which class SWD and FD were given
     centre = score.samples[:, :, 16, 16].float()[:, :, None] / 255
     drawn = (centre - PALETTE[:, :, 0, 0].T[None]).square().sum(1).argmin(1)
@@ -511,28 +709,42 @@ def test_a_conditional_run_is_scored_on_the_datas_class_frequencies_and_matched_
 
 
 def test_the_verdict_says_where_swd_and_fd_disagree_and_calls_no_run_best():
-    runs = [types.SimpleNamespace(variant=name, folder=Path(name), config=StandInConfig(img_size=64))
-            for name in ("epoch10", "epoch20")]
+    runs = [
+        types.SimpleNamespace(variant=name, folder=Path(name), config=StandInConfig(img_size=64))
+        for name in ("epoch10", "epoch20")
+    ]
     # The issue's case: the same mean SWD, worse at 64 px and better at 32 and 16 px, better shapes.
     swd_10 = {"64px": 63.0, "32px": 22.0, "16px": 18.0}
     swd_20 = {"64px": 70.0, "32px": 18.0, "16px": 15.4}
-    scores = [types.SimpleNamespace(swd={**swd, "avg": sum(swd.values()) / 3}, structure={"fd": fd})
-              for swd, fd in ((swd_10, 30.0), (swd_20, 20.0))]
+    scores = [
+        types.SimpleNamespace(swd={**swd, "avg": sum(swd.values()) / 3}, structure={"fd": fd})
+        for swd, fd in ((swd_10, 30.0), (swd_20, 20.0))
+    ]
     text = " ".join(compare.verdict(runs, scores, {64: {"avg": 11.0}}, [[], []], fd_floor=2.0))
     assert "disagree, so no run is called best" in text and "Best on" not in text
-    assert "on SWD epoch10 (`epoch10`) leads" in text and "on FD (cache CNN) epoch20 (`epoch20`) leads" in text
-    assert "epoch20 is ahead at 32px (mid-scale shapes, 4.00), 16px (layout and colour, 2.60)" in text
+    assert (
+        "on SWD epoch10 (`epoch10`) leads" in text
+        and "on FD (cache CNN) epoch20 (`epoch20`) leads" in text
+    )
+    assert (
+        "epoch20 is ahead at 32px (mid-scale shapes, 4.00), 16px (layout and colour, 2.60)" in text
+    )
     assert "epoch10 at 64px (fine detail and texture, 7.00)" in text
     assert "2.00 on FD (cache CNN)" in text
     scores[1].structure["fd"] = 40.0  # now both prefer epoch10
     assert compare.verdict(runs, scores, {64: {"avg": 11.0}}, [[], []], fd_floor=2.0)[2].startswith(
-        "FD (cache CNN) agrees: 30.00, against 40.00")
+        "FD (cache CNN) agrees: 30.00, against 40.00"
+    )
 
 
 # ----------------------------------------------------------------------------- whole files
-def test_a_torn_last_row_of_a_running_run_is_left_out_but_damage_elsewhere_is_refused(stand_ins, capsys):
+def test_a_torn_last_row_of_a_running_run_is_left_out_but_damage_elsewhere_is_refused(
+    stand_ins, capsys
+):
     rows = [f"{step},1,{1 / step},{-step / 10},0.5,0.1,0.0002,{step}" for step in range(1, 11)]
-    run = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised", metrics_rows=rows)
+    run = write_run(
+        stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised", metrics_rows=rows
+    )
     with open(run / "metrics.csv", "a") as file:
         file.write("11,1,0.09")  # a writer caught mid-append: no line end
     out_dir = stand_ins / "comparison"
@@ -541,8 +753,11 @@ def test_a_torn_last_row_of_a_running_run_is_left_out_but_damage_elsewhere_is_re
     assert "metrics.csv ends in a partial row (a run still writing?), left out" in warnings
     assert len(compare.load_run(run).metrics["step"]) == 10
 
-    damaged = rows[:4] + ["5,1,0.2"] + rows[5:]  # a short row in the middle is not a run still writing
-    bad = write_run(stand_ins / "DCGAN_output", "DCGAN", "dcgan", b"memorised", metrics_rows=damaged)
+    # a short row in the middle is not a run still writing
+    damaged = rows[:4] + ["5,1,0.2"] + rows[5:]
+    bad = write_run(
+        stand_ins / "DCGAN_output", "DCGAN", "dcgan", b"memorised", metrics_rows=damaged
+    )
     assert compare.main([str(bad), "--out-dir", str(out_dir)]) == 2
     assert "metrics.csv holds something that is not a number" in capsys.readouterr().err
 
@@ -563,4 +778,6 @@ def test_an_interrupted_comparison_leaves_the_previous_files_whole(stand_ins, mo
         compare.main([str(run), "--out-dir", str(out_dir), "--num-images", "32"])
     assert (out_dir / "comparison.png").read_bytes() == b"previous figure"
     assert (out_dir / "comparison.md").read_text() == "previous table"
-    assert sorted(path.name for path in out_dir.iterdir()) == ["comparison.md", "comparison.png"], "no temporary left"
+    assert sorted(path.name for path in out_dir.iterdir()) == ["comparison.md", "comparison.png"], (
+        "no temporary left"
+    )

@@ -1,4 +1,6 @@
-"""--conditional: class labels from the data into G(z, y) and the projection discriminator D(x, y)."""
+"""--conditional: class labels from the data into G(z, y) and the projection discriminator D(x, y).
+"""
+
 import importlib
 import json
 
@@ -16,8 +18,16 @@ CLASSES = 5  # tiny synthetic runs: 5 classes of drawn flowers
 
 
 def conditional_args(cache_dir, out_dir, *extra):
-    return tiny_args(cache_dir, out_dir, "--conditional", "--synthetic-classes", str(CLASSES),
-                     "--synthetic-images", "60", *extra)
+    return tiny_args(
+        cache_dir,
+        out_dir,
+        "--conditional",
+        "--synthetic-classes",
+        str(CLASSES),
+        "--synthetic-images",
+        "60",
+        *extra,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +35,8 @@ def conditional_runs(tmp_path_factory, cache_dir):
     runs = {}
     for name, module in MODULES.items():
         out_dir = tmp_path_factory.mktemp(f"conditional_{name}")
-        extra = ["--loss", "hinge"] if name == "dcgan" else []  # bce is covered by the unconditional runs
+        # bce is covered by the unconditional runs
+        extra = ["--loss", "hinge"] if name == "dcgan" else []
         assert module.main(conditional_args(cache_dir, out_dir, *extra)) == 0
         runs[name] = out_dir
     return runs
@@ -33,8 +44,12 @@ def conditional_runs(tmp_path_factory, cache_dir):
 
 @pytest.mark.parametrize("image_channels", [3, 1])
 def test_conditional_models_take_a_class_and_make_images_of_the_data(image_channels):
-    config = gan_complete.Config(img_size=32, g_channels=32, d_channels=32, z_dim=8, conditional=True)
-    generator = gan_complete.Generator(config, 7, image_channels).apply(gan_complete.weights_init).eval()
+    config = gan_complete.Config(
+        img_size=32, g_channels=32, d_channels=32, z_dim=8, conditional=True
+    )
+    generator = (
+        gan_complete.Generator(config, 7, image_channels).apply(gan_complete.weights_init).eval()
+    )
     discriminator = gan_complete.Discriminator(config, 7, image_channels)
     z = torch.randn(4, 8)
     images = generator(z, torch.tensor([0, 1, 2, 6]))
@@ -54,12 +69,17 @@ def test_the_discriminator_is_psi_of_phi_plus_the_class_projection():
     expected = psi + (discriminator.embed.weight[labels] * phi).sum(1)
     assert torch.allclose(discriminator(x, labels), expected, atol=1e-5)
     # D(x, y) - D(x, y') = <embed(y) - embed(y'), phi(x)>: only the projection depends on the class
-    gap = discriminator(x, torch.zeros(6, dtype=torch.long)) - discriminator(x, torch.ones(6, dtype=torch.long))
-    assert torch.allclose(gap, phi @ (discriminator.embed.weight[0] - discriminator.embed.weight[1]), atol=1e-5)
+    gap = discriminator(x, torch.zeros(6, dtype=torch.long)) - discriminator(
+        x, torch.ones(6, dtype=torch.long)
+    )
+    assert torch.allclose(
+        gap, phi @ (discriminator.embed.weight[0] - discriminator.embed.weight[1]), atol=1e-5
+    )
 
 
 class ClassLinearCritic(torch.nn.Module):
-    """D(x, y) = <w_y, x>: its gradient is w_y, so the penalty is mean (||w_y|| - 1)^2 over the batch."""
+    """D(x, y) = <w_y, x>: its gradient is w_y, so the penalty is mean (||w_y|| - 1)^2 over the
+    batch."""
 
     def __init__(self):
         super().__init__()
@@ -81,7 +101,9 @@ def test_the_gradient_penalty_takes_each_samples_class():
 def test_labels_travel_with_their_images():
     labels = torch.arange(40) % 4
     images = (labels * 60).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 4, 4).contiguous()
-    loader = gan_complete.InMemoryLoader(images, labels, 8, seed=1, device="cpu", channels_last=False)
+    loader = gan_complete.InMemoryLoader(
+        images, labels, 8, seed=1, device="cpu", channels_last=False
+    )
     seen = []
     for _, real, batch_labels in loader.batches(epoch=0):
         level = ((real[:, 0, 0, 0] + 1) * 127.5).round().long()
@@ -94,11 +116,16 @@ def test_labels_travel_with_their_images():
 def test_a_conditional_run_records_its_classes_and_draws_every_class(name, conditional_runs):
     out_dir = conditional_runs[name]
     run = json.loads((out_dir / "config.json").read_text())
-    assert run["config"]["conditional"] and run["data"] == {"channels": 3,
-                                                          "class_names": [f"class_{i}" for i in range(CLASSES)]}
+    assert run["config"]["conditional"] and run["data"] == {
+        "channels": 3,
+        "class_names": [f"class_{i}" for i in range(CLASSES)],
+    }
     weights = MODULES[name].load_state_dict_safely(out_dir / "generator.pkl")
     assert weights["embed.weight"].shape == (CLASSES, 100)
-    assert MODULES[name].load_state_dict_safely(out_dir / "discriminator.pkl")["embed.weight"].shape[0] == CLASSES
+    assert (
+        MODULES[name].load_state_dict_safely(out_dir / "discriminator.pkl")["embed.weight"].shape[0]
+        == CLASSES
+    )
     with Image.open(out_dir / "samples_per_class.png") as grid:  # one labelled row of 10 per class
         assert grid.size[1] >= CLASSES * (32 + 2) and grid.size[0] >= 10 * (32 + 2)
     with Image.open(out_dir / "samples_epoch_002.png") as grid:  # 8 labelled rows of fixed classes
@@ -106,25 +133,57 @@ def test_a_conditional_run_records_its_classes_and_draws_every_class(name, condi
     assert "all of class class_0" in (out_dir / "latent_l2_norms.txt").read_text()
 
 
-def test_sampling_per_class_writes_n_images_of_each_chosen_class(conditional_runs, tmp_path, capsys):
+def test_sampling_per_class_writes_n_images_of_each_chosen_class(
+    conditional_runs, tmp_path, capsys
+):
     weights = conditional_runs["gan_complete"] / "generator.pkl"
-    assert gan_complete.main(["--sample", str(weights), "--per-class", "3", "--out-dir", str(tmp_path)]) == 0
+    assert (
+        gan_complete.main(
+            ["--sample", str(weights), "--per-class", "3", "--out-dir", str(tmp_path)]
+        )
+        == 0
+    )
     folders = sorted(p.name for p in (tmp_path / "samples").iterdir())
     assert folders == [f"class_{i}" for i in range(CLASSES)]
     for folder in folders:
         assert sorted(p.name for p in (tmp_path / "samples" / folder).iterdir()) == [
-            "sample_0001.png", "sample_0002.png", "sample_0003.png"]
+            "sample_0001.png",
+            "sample_0002.png",
+            "sample_0003.png",
+        ]
     assert (tmp_path / "samples_per_class.png").exists()
-    assert gan_complete.main(["--sample", str(weights), "--per-class", "2", "--classes", "1,class_3",
-                              "--out-dir", str(tmp_path)]) == 0
-    assert sorted(p.parent.name for p in (tmp_path / "samples").glob("*/*.png")) == ["class_1"] * 2 + ["class_3"] * 2
+    assert (
+        gan_complete.main(
+            [
+                "--sample",
+                str(weights),
+                "--per-class",
+                "2",
+                "--classes",
+                "1,class_3",
+                "--out-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    assert (
+        sorted(p.parent.name for p in (tmp_path / "samples").glob("*/*.png"))
+        == ["class_1"] * 2 + ["class_3"] * 2
+    )
 
 
 def test_generate_per_class_is_a_function_for_a_reproduce_file(conditional_runs):
-    images = gan_complete.generate_per_class(conditional_runs["gan_complete"] / "generator.pkl", per_class=4)
+    images = gan_complete.generate_per_class(
+        conditional_runs["gan_complete"] / "generator.pkl", per_class=4
+    )
     assert list(images) == [f"class_{i}" for i in range(CLASSES)]
-    assert all(batch.shape == (4, 32, 32, 3) and batch.dtype == np.uint8 for batch in images.values())
-    again = gan_complete.generate_per_class(conditional_runs["gan_complete"] / "generator.pkl", 4, classes="2")
+    assert all(
+        batch.shape == (4, 32, 32, 3) and batch.dtype == np.uint8 for batch in images.values()
+    )
+    again = gan_complete.generate_per_class(
+        conditional_runs["gan_complete"] / "generator.pkl", 4, classes="2"
+    )
     assert list(again) == ["class_2"] and np.array_equal(again["class_2"], images["class_2"])
 
 
@@ -133,7 +192,11 @@ def test_many_classes_make_pages_of_labelled_rows(tmp_path):
     images = torch.rand(102, 2, 3, 16, 16) * 2 - 1
     analysis.save_per_class_grid(images, names, tmp_path)
     pages = sorted(p.name for p in tmp_path.glob("samples_per_class*.png"))
-    assert pages == ["samples_per_class_p1.png", "samples_per_class_p2.png", "samples_per_class_p3.png"]
+    assert pages == [
+        "samples_per_class_p1.png",
+        "samples_per_class_p2.png",
+        "samples_per_class_p3.png",
+    ]
     with Image.open(tmp_path / "samples_per_class_p1.png") as page:
         assert page.size[1] >= analysis.CLASSES_PER_PAGE * (16 + 2)
 
@@ -143,13 +206,27 @@ def test_conditional_mistakes_stop_with_one_line(cache_dir, conditional_runs, tm
     assert gan_complete.main(tiny_args(cache_dir, unconditional, "--epochs", "1")) == 0
     weights = conditional_runs["gan_complete"] / "generator.pkl"
     cases = [
-        (["--sample", str(unconditional / "generator.pkl"), "--per-class", "2"], "not a conditional generator"),
+        (
+            ["--sample", str(unconditional / "generator.pkl"), "--per-class", "2"],
+            "not a conditional generator",
+        ),
         (["--sample", str(weights), "--per-class", "2", "--classes", "9"], "there is no class '9'"),
         (["--sample", str(weights), "--classes", "2"], "pass --per-class"),
-        (["--out-dir", str(unconditional), "--resume", "--conditional", "--epochs", "2"],
-         "cannot change --conditional"),
-        (["--out-dir", str(conditional_runs["gan_complete"]), "--resume", "--no-conditional", "--epochs", "3"],
-         "cannot change --conditional"),
+        (
+            ["--out-dir", str(unconditional), "--resume", "--conditional", "--epochs", "2"],
+            "cannot change --conditional",
+        ),
+        (
+            [
+                "--out-dir",
+                str(conditional_runs["gan_complete"]),
+                "--resume",
+                "--no-conditional",
+                "--epochs",
+                "3",
+            ],
+            "cannot change --conditional",
+        ),
     ]
     for args, words in cases:
         capsys.readouterr()
@@ -163,10 +240,33 @@ def test_conditional_training_needs_more_than_one_class(tmp_path, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()
     for index in range(20):
-        Image.fromarray(np.full((40, 40, 3), index * 10, dtype=np.uint8)).save(folder / f"p{index}.png")
-    args = ["--source", "folder", "--data-dir", str(folder), "--cache-dir", str(tmp_path / "cache"),
-            "--out-dir", str(tmp_path / "out"), "--img-size", "32", "--g-channels", "16", "--d-channels", "16",
-            "--batch-size", "8", "--rotations", "0", "--conditional", "--no-progress", "--preprocess-workers", "1"]
+        Image.fromarray(np.full((40, 40, 3), index * 10, dtype=np.uint8)).save(
+            folder / f"p{index}.png"
+        )
+    args = [
+        "--source",
+        "folder",
+        "--data-dir",
+        str(folder),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out-dir",
+        str(tmp_path / "out"),
+        "--img-size",
+        "32",
+        "--g-channels",
+        "16",
+        "--d-channels",
+        "16",
+        "--batch-size",
+        "8",
+        "--rotations",
+        "0",
+        "--conditional",
+        "--no-progress",
+        "--preprocess-workers",
+        "1",
+    ]
     assert gan_complete.main(args) == 2
     err = capsys.readouterr().err
     assert "--conditional needs labelled data" in err and err.count("\n") == 1

@@ -1,4 +1,5 @@
 """--minutes (a wall-clock budget) and --preset (a named recipe under the typed flags)."""
+
 import importlib
 import json
 import types
@@ -17,8 +18,9 @@ def weights(path):
 
 
 @pytest.mark.parametrize("script", ["gan_complete", "dcgan"])
-def test_a_spent_budget_ends_the_run_mid_epoch_and_a_resume_finishes_it_as_if_never_stopped(script, cache_dir,
-                                                                                          tmp_path, capsys):
+def test_a_spent_budget_ends_the_run_mid_epoch_and_a_resume_finishes_it_as_if_never_stopped(
+    script, cache_dir, tmp_path, capsys
+):
     module = MODULES[script]
     args = lambda out, *extra: tiny_args(cache_dir, out, "--synthetic-images", "160", *extra)
     assert module.main(args(tmp_path / "whole")) == 0
@@ -28,14 +30,26 @@ def test_a_spent_budget_ends_the_run_mid_epoch_and_a_resume_finishes_it_as_if_ne
     assert "--minutes 1e-09 spent at step 1, in epoch 1" in capsys.readouterr().out
     info = json.loads((out / "run_info.json").read_text())
     assert (info["critic_steps"], info["epochs_done"], info["finished"]) == (1, 0, True)
-    for name in ("generator.pkl", "samples_epoch_001.png", "generated_samples.png", "training_losses.png"):
+    for name in (
+        "generator.pkl",
+        "samples_epoch_001.png",
+        "generated_samples.png",
+        "training_losses.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     state = torch.load(out / "checkpoint.pt", weights_only=True)["state"]
-    assert (state["epoch"], state["batch"], state["step"]) == (0, 1, 1)  # the epoch is not counted as done
+    # the epoch is not counted as done
+    assert (state["epoch"], state["batch"], state["step"]) == (0, 1, 1)
 
     assert module.main(["--out-dir", str(out), "--resume", "--minutes", "0", "--no-progress"]) == 0
-    info, whole = (json.loads((folder / "run_info.json").read_text()) for folder in (out, tmp_path / "whole"))
-    assert (info["critic_steps"], info["epochs_done"], info["finished"]) == (whole["critic_steps"], 2, True)
+    info, whole = (
+        json.loads((folder / "run_info.json").read_text()) for folder in (out, tmp_path / "whole")
+    )
+    assert (info["critic_steps"], info["epochs_done"], info["finished"]) == (
+        whole["critic_steps"],
+        2,
+        True,
+    )
     for name in ("generator.pkl", "discriminator.pkl"):
         whole, resumed = weights(tmp_path / "whole" / name), weights(out / name)
         assert all(torch.equal(whole[key], resumed[key]) for key in whole), name
@@ -48,8 +62,21 @@ def test_the_budget_counts_the_training_time_of_every_session(cache_dir, tmp_pat
     budget = f"{elapsed / 60 * 0.5:.9f}"  # half of what the run has trained already
     before = (out / "generator.pkl").read_bytes()
     capsys.readouterr()
-    assert gan_complete.main(["--out-dir", str(out), "--resume", "--epochs", "3", "--minutes", budget,
-                              "--no-progress"]) == 2
+    assert (
+        gan_complete.main(
+            [
+                "--out-dir",
+                str(out),
+                "--resume",
+                "--epochs",
+                "3",
+                "--minutes",
+                budget,
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "the run has trained" in err and "pass a larger --minutes, or --minutes 0" in err
     assert err.count("\n") == 1 and (out / "generator.pkl").read_bytes() == before
@@ -57,20 +84,36 @@ def test_the_budget_counts_the_training_time_of_every_session(cache_dir, tmp_pat
 
 def test_a_budget_spent_on_an_epochs_last_step_starts_no_other_step(cache_dir, tmp_path, capsys):
     # 16 images, batch 16: every step is an epoch's last
-    args = tiny_args(cache_dir, tmp_path, "--synthetic-images", "16", "--rotations", "0", "--epochs", "3",
-                     "--minutes", "1e-9")
+    args = tiny_args(
+        cache_dir,
+        tmp_path,
+        "--synthetic-images",
+        "16",
+        "--rotations",
+        "0",
+        "--epochs",
+        "3",
+        "--minutes",
+        "1e-9",
+    )
     assert gan_complete.main(args) == 0
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert (info["critic_steps"], info["epochs_done"], info["finished"]) == (1, 1, True)
     out = capsys.readouterr().out
-    assert (f"--minutes 1e-09 spent at step 1, in epoch 2. To train on: python gan_complete.py --out-dir "
-            f"{tmp_path} --resume --minutes M") in out
+    assert (
+        "--minutes 1e-09 spent at step 1, in epoch 2. To train on: python gan_complete.py "
+        f"--out-dir {tmp_path} --resume --minutes M"
+    ) in out
     assert "or --minutes 0 to train to the end of its --epochs (3)" in out
     assert not (tmp_path / "samples_epoch_002.png").exists()
 
 
-def test_a_budget_that_stops_a_decaying_schedule_says_so_once_the_pace_is_known(cache_dir, tmp_path, capsys):
-    args = tiny_args(cache_dir, tmp_path, "--log-every", "2", "--minutes", "10", "--lr-schedule", "cosine")
+def test_a_budget_that_stops_a_decaying_schedule_says_so_once_the_pace_is_known(
+    cache_dir, tmp_path, capsys
+):
+    args = tiny_args(
+        cache_dir, tmp_path, "--log-every", "2", "--minutes", "10", "--lr-schedule", "cosine"
+    )
     assert gan_complete.main(args) == 0
     out = capsys.readouterr().out
     assert out.count("pace: ") == 1 and "s a step here, so the 2 epochs (" in out
@@ -83,12 +126,22 @@ def test_the_pace_names_the_decay_that_a_budget_cuts_short(monkeypatch):
     messages = []
     monkeypatch.setattr(gan_complete.tqdm, "write", messages.append)
     # 10 steps in 2 s: 0.2 s a step, so 10 minutes reach about step 3,000 of 46,020
-    run = types.SimpleNamespace(state={"step": 10}, total_steps=46020, device=torch.device("cpu"),
-                                started=gan_complete.time.perf_counter() - 2, elapsed_at_start=0.0)
+    run = types.SimpleNamespace(
+        state={"step": 10},
+        total_steps=46020,
+        device=torch.device("cpu"),
+        started=gan_complete.time.perf_counter() - 2,
+        elapsed_at_start=0.0,
+    )
     gan_complete.report_pace(run, config)
-    assert messages[0].startswith("pace: 0.20 s a step here, so the 60 epochs (46,020 steps) need about 2.6 h")
+    assert messages[0].startswith(
+        "pace: 0.20 s a step here, so the 60 epochs (46,020 steps) need about 2.6 h"
+    )
     assert "stops it near step 3,00" in messages[0]
-    assert "7% of the way through its cosine learning-rate decay (--lr-schedule constant" in messages[0]
+    assert (
+        "7% of the way through its cosine learning-rate decay (--lr-schedule constant"
+        in messages[0]
+    )
 
 
 def test_a_preset_sets_its_fields_and_the_typed_flags_win():
@@ -96,27 +149,48 @@ def test_a_preset_sets_its_fields_and_the_typed_flags_win():
     config, given = gan_complete.parse_config(["--preset", "cpu"])
     assert all(getattr(config, name) == value for name, value in preset.items())
     gan_complete.validate_config(config)
-    assert any(getattr(gan_complete.Config(), name) != value for name, value in preset.items())  # not the defaults
+    # not the defaults
+    assert any(getattr(gan_complete.Config(), name) != value for name, value in preset.items())
     assert gan_complete.Config().g_channels == 1024  # the seed's setup stays the default
-    config, given = gan_complete.parse_config(["--preset", "cpu", "--n-critic", "7", "--minutes", "0"])
+    config, given = gan_complete.parse_config(
+        ["--preset", "cpu", "--n-critic", "7", "--minutes", "0"]
+    )
     assert (config.n_critic, config.minutes, config.g_channels) == (7, 0, preset["g_channels"])
-    assert given == {"preset": "cpu", "n_critic": 7, "minutes": 0}  # what a resume or --sample takes over
+    # what a resume or --sample takes over
+    assert given == {"preset": "cpu", "n_critic": 7, "minutes": 0}
 
 
 def test_the_run_records_the_resolved_values_of_its_preset(cache_dir, tmp_path, monkeypatch):
-    monkeypatch.setitem(gan_complete.PRESETS, "tiny", {"n_critic": 3, "ema_decay": 0.9, "g_channels": 64})
-    assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--preset", "tiny", "--epochs", "1")) == 0
+    monkeypatch.setitem(
+        gan_complete.PRESETS, "tiny", {"n_critic": 3, "ema_decay": 0.9, "g_channels": 64}
+    )
+    assert (
+        gan_complete.main(tiny_args(cache_dir, tmp_path, "--preset", "tiny", "--epochs", "1")) == 0
+    )
     saved = json.loads((tmp_path / "config.json").read_text())["config"]
     # tiny_args types --g-channels 16: the typed flag wins over the preset's 64
-    assert (saved["preset"], saved["n_critic"], saved["ema_decay"], saved["g_channels"]) == ("tiny", 3, 0.9, 16)
-    assert gan_complete.main(["--out-dir", str(tmp_path), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert (saved["preset"], saved["n_critic"], saved["ema_decay"], saved["g_channels"]) == (
+        "tiny",
+        3,
+        0.9,
+        16,
+    )
+    assert (
+        gan_complete.main(
+            ["--out-dir", str(tmp_path), "--resume", "--epochs", "2", "--no-progress"]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "config.json").read_text())["config"]["n_critic"] == 3
 
 
-@pytest.mark.parametrize("script, preset, words", [
-    ("gan_complete", "laptop", "--preset must be cpu, got 'laptop'"),
-    ("dcgan", "cpu", "--preset must be empty (this script has none), got 'cpu'"),
-])
+@pytest.mark.parametrize(
+    "script, preset, words",
+    [
+        ("gan_complete", "laptop", "--preset must be cpu, got 'laptop'"),
+        ("dcgan", "cpu", "--preset must be empty (this script has none), got 'cpu'"),
+    ],
+)
 def test_an_unknown_preset_stops_with_one_line(script, preset, words, tmp_path, capsys):
     assert MODULES[script].main(["--preset", preset, "--out-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err

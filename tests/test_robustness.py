@@ -1,4 +1,5 @@
 """Nothing a user does or suffers costs them their run: resume, signals, NaN guard, safe loading."""
+
 import json
 import signal
 import subprocess
@@ -31,8 +32,14 @@ def metric_values(out_dir):
 
 def interrupt_after_first_epoch(script, args, signum):
     """Start a run, send signum once epoch 1 is done (so the stop lands inside epoch 2)."""
-    process = subprocess.Popen([sys.executable, str(ROOT / f"{script}.py"), *args], cwd=ROOT, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env())
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / f"{script}.py"), *args],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=subprocess_env(),
+    )
     for line in process.stdout:
         if line.startswith("epoch 1/"):
             process.send_signal(signum)
@@ -41,14 +48,28 @@ def interrupt_after_first_epoch(script, args, signum):
     return process.returncode, err
 
 
-@pytest.mark.parametrize("script, signum, extra", [
-    ("gan_complete", signal.SIGINT, []),  # the default: cosine, bf16 autocast where the CPU has it
-    ("dcgan", signal.SIGTERM, ["--amp", "off", "--lr-schedule", "linear", "--warmup-steps", "40"]),
-    ("wgan_clip", signal.SIGINT, ["--lr-schedule", "cosine", "--warmup-steps", "7"]),
-])
-def test_a_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(script, signum, extra, cache_dir,
-                                                                              tmp_path):
-    args = lambda out: tiny_args(cache_dir, out, "--synthetic-images", "160", "--epochs", "3", *extra)
+@pytest.mark.parametrize(
+    "script, signum, extra",
+    [
+        (
+            "gan_complete",
+            signal.SIGINT,
+            [],
+        ),  # the default: cosine, bf16 autocast where the CPU has it
+        (
+            "dcgan",
+            signal.SIGTERM,
+            ["--amp", "off", "--lr-schedule", "linear", "--warmup-steps", "40"],
+        ),
+        ("wgan_clip", signal.SIGINT, ["--lr-schedule", "cosine", "--warmup-steps", "7"]),
+    ],
+)
+def test_a_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(
+    script, signum, extra, cache_dir, tmp_path
+):
+    args = lambda out: tiny_args(
+        cache_dir, out, "--synthetic-images", "160", "--epochs", "3", *extra
+    )
     assert run_cli(script, *args(tmp_path / "whole")).returncode == 0
 
     returncode, err = interrupt_after_first_epoch(script, args(tmp_path / "stopped"), signum)
@@ -64,7 +85,8 @@ def test_a_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(sc
         assert_same_weights(tmp_path / "whole" / name, tmp_path / "stopped" / name)
     assert (metric_values(tmp_path / "whole") == metric_values(tmp_path / "stopped")).all()
     with open(tmp_path / "stopped" / "metrics.csv") as f:
-        steps = [int(row.split(",")[0]) for row in list(f)[1:]]  # integers, before and after the stop
+        # integers, before and after the stop
+        steps = [int(row.split(",")[0]) for row in list(f)[1:]]
     assert steps == list(range(1, len(steps) + 1))
 
 
@@ -73,24 +95,45 @@ def test_the_same_seed_gives_identical_weights(cache_dir, tmp_path):
         assert gan_complete.main(tiny_args(cache_dir, tmp_path / run)) == 0
     assert_same_weights(tmp_path / "first" / "generator.pkl", tmp_path / "second" / "generator.pkl")
     assert gan_complete.main(tiny_args(cache_dir, tmp_path / "other", "--seed", "7")) == 0
-    assert not torch.equal(weights(tmp_path / "first" / "generator.pkl")["project.weight"],
-                           weights(tmp_path / "other" / "generator.pkl")["project.weight"])
+    assert not torch.equal(
+        weights(tmp_path / "first" / "generator.pkl")["project.weight"],
+        weights(tmp_path / "other" / "generator.pkl")["project.weight"],
+    )
 
 
 def test_resuming_a_finished_run_with_more_epochs_continues_it(cache_dir, tmp_path, capsys):
     assert dcgan.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 0
-    assert dcgan.main(["--out-dir", str(tmp_path), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert (
+        dcgan.main(["--out-dir", str(tmp_path), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    )
     rows = gan_complete.read_metrics(tmp_path)
     assert set(rows[:, 1]) == {1.0, 2.0} and (rows[:, 0] == range(1, len(rows) + 1)).all()
     assert "epoch 2/2" in capsys.readouterr().out
 
 
-def test_an_absurd_learning_rate_stops_cleanly_and_keeps_the_last_good_files(cache_dir, tmp_path, capsys):
+def test_an_absurd_learning_rate_stops_cleanly_and_keeps_the_last_good_files(
+    cache_dir, tmp_path, capsys
+):
     assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 0
-    good = {name: (tmp_path / name).read_bytes() for name in ("generator.pkl", "discriminator.pkl", "checkpoint.pt")}
+    good = {
+        name: (tmp_path / name).read_bytes()
+        for name in ("generator.pkl", "discriminator.pkl", "checkpoint.pt")
+    }
     capsys.readouterr()
-    code = gan_complete.main(["--out-dir", str(tmp_path), "--resume", "--epochs", "3",
-                              "--lr-generator", "1e30", "--lr-discriminator", "1e30", "--no-progress"])
+    code = gan_complete.main(
+        [
+            "--out-dir",
+            str(tmp_path),
+            "--resume",
+            "--epochs",
+            "3",
+            "--lr-generator",
+            "1e30",
+            "--lr-discriminator",
+            "1e30",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert "non-finite" in err or "inf/nan" in err
@@ -128,9 +171,17 @@ def test_truncated_files_give_a_clear_error(cache_dir, tmp_path, capsys):
     capsys.readouterr()
     assert gan_complete.main(["--out-dir", str(tmp_path), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: checkpoint {tmp_path / 'checkpoint.pt'} is damaged") and err.count("\n") == 1
+    assert (
+        err.startswith(f"error: checkpoint {tmp_path / 'checkpoint.pt'} is damaged")
+        and err.count("\n") == 1
+    )
     assert "--overwrite" in err  # the file is truly damaged: starting again is the honest advice
-    assert gan_complete.main(["--sample", str(tmp_path / "generator.pkl"), "--out-dir", str(tmp_path / "s")]) == 2
+    assert (
+        gan_complete.main(
+            ["--sample", str(tmp_path / "generator.pkl"), "--out-dir", str(tmp_path / "s")]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.startswith("error: refusing")
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     assert gan_complete.main(["--out-dir", str(tmp_path), "--resume"]) == 2
@@ -156,17 +207,28 @@ def test_sample_writes_beside_the_weights_and_leaves_no_stale_images(cache_dir, 
     copy = tmp_path / "friends run"
     __import__("shutil").copytree(run, copy)
     for count in ("6", "2"):
-        assert gan_complete.main(["--sample", str(copy / "generator.pkl"), "--num-samples", count]) == 0
-    assert sorted(p.name for p in (copy / "samples").iterdir()) == ["sample_0001.png", "sample_0002.png"]
+        assert (
+            gan_complete.main(["--sample", str(copy / "generator.pkl"), "--num-samples", count])
+            == 0
+        )
+    assert sorted(p.name for p in (copy / "samples").iterdir()) == [
+        "sample_0001.png",
+        "sample_0002.png",
+    ]
     assert (copy / "samples_grid.png").exists() and not (run / "samples").exists()
 
 
 def test_a_foreign_file_is_not_taken_for_weights(tmp_path, capsys):
     (tmp_path / "notes.pkl").write_text("my coursework notes")
-    assert gan_complete.main(["--sample", str(tmp_path / "notes.pkl"), "--out-dir", str(tmp_path)]) == 2
+    assert (
+        gan_complete.main(["--sample", str(tmp_path / "notes.pkl"), "--out-dir", str(tmp_path)])
+        == 2
+    )
     assert "refusing" in capsys.readouterr().err
     (tmp_path / "list.pkl").write_bytes(__import__("pickle").dumps([1, 2, 3]))
-    assert gan_complete.main(["--sample", str(tmp_path / "list.pkl"), "--out-dir", str(tmp_path)]) == 2
+    assert (
+        gan_complete.main(["--sample", str(tmp_path / "list.pkl"), "--out-dir", str(tmp_path)]) == 2
+    )
     assert "no state_dict" in capsys.readouterr().err
 
 
@@ -179,8 +241,18 @@ def test_an_unwritable_out_dir_is_rejected_before_any_work(cache_dir, tmp_path, 
 
 
 def test_a_missing_data_folder_is_reported_before_training(tmp_path, capsys):
-    code = gan_complete.main(["--source", "coursework", "--data-dir", str(tmp_path / "nowhere"),
-                              "--out-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
+    code = gan_complete.main(
+        [
+            "--source",
+            "coursework",
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+            "--out-dir",
+            str(tmp_path / "run"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert code == 2
     assert capsys.readouterr().err.startswith("error: ")
     assert not (tmp_path / "run").exists()  # checked, then removed again: no empty folder left
@@ -197,7 +269,10 @@ def test_an_existing_run_is_not_overwritten_by_accident(cache_dir, tmp_path, cap
 
 def test_resume_without_a_checkpoint_says_so(tmp_path, capsys):
     assert gan_complete.main(["--out-dir", str(tmp_path), "--resume"]) == 2
-    assert capsys.readouterr().err == f"error: --resume: no checkpoint in {tmp_path}; start without --resume\n"
+    assert (
+        capsys.readouterr().err
+        == f"error: --resume: no checkpoint in {tmp_path}; start without --resume\n"
+    )
 
 
 def test_a_write_that_fails_midway_leaves_the_old_file_intact(tmp_path):
@@ -211,12 +286,23 @@ def test_a_write_that_fails_midway_leaves_the_old_file_intact(tmp_path):
     with pytest.raises(OSError):
         preprocess.write_atomically(target, crash)
     assert target.read_bytes() == b"old, good weights"
-    assert [p.name for p in tmp_path.iterdir()] == ["generator.pkl"]  # no temporary file left behind
+    # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["generator.pkl"]
 
 
 def test_a_run_that_diverges_at_once_says_no_checkpoint_exists(cache_dir, tmp_path, capsys):
-    code = dcgan.main(tiny_args(cache_dir, tmp_path, "--lr-generator", "1e30", "--lr-discriminator", "1e30",
-                                "--log-every", "1"))
+    code = dcgan.main(
+        tiny_args(
+            cache_dir,
+            tmp_path,
+            "--lr-generator",
+            "1e30",
+            "--lr-discriminator",
+            "1e30",
+            "--log-every",
+            "1",
+        )
+    )
     err = capsys.readouterr().err
     assert code == 1 and "no checkpoint was written yet" in err and err.count("\n") == 1
     assert not (tmp_path / "generator.pkl").exists() and not (tmp_path / "checkpoint.pt").exists()
@@ -228,8 +314,10 @@ def test_resume_refuses_changes_that_would_make_another_run(cache_dir, tmp_path,
     assert gan_complete.main(["--out-dir", str(tmp_path), "--resume", "--overwrite"]) == 2
     assert "pass one of them" in capsys.readouterr().err
     assert gan_complete.main(["--out-dir", str(tmp_path), "--resume", "--batch-size", "48"]) == 2
-    assert capsys.readouterr().err == (f"error: --resume cannot change --batch-size (was 16): start a new run "
-                                       "with another --out-dir\n")
+    assert capsys.readouterr().err == (
+        f"error: --resume cannot change --batch-size (was 16): start a new run "
+        "with another --out-dir\n"
+    )
     assert dcgan.main(["--out-dir", str(tmp_path), "--resume"]) == 2
     assert "holds a gan_complete.py run" in capsys.readouterr().err
 
@@ -247,33 +335,67 @@ def test_a_run_started_with_overwrite_resumes_with_resume_alone(cache_dir, tmp_p
 def test_overwrite_leaves_nothing_of_the_old_run(cache_dir, tmp_path):
     assert dcgan.main(tiny_args(cache_dir, tmp_path, "--epochs", "2", "--snapshot-every", "1")) == 0
     assert (tmp_path / "snapshots" / "generator_epoch_002.pkl").exists()
-    code = dcgan.main(tiny_args(cache_dir, tmp_path, "--epochs", "1", "--overwrite", "--img-size", "64",
-                                "--g-channels", "16", "--d-channels", "16"))
+    code = dcgan.main(
+        tiny_args(
+            cache_dir,
+            tmp_path,
+            "--epochs",
+            "1",
+            "--overwrite",
+            "--img-size",
+            "64",
+            "--g-channels",
+            "16",
+            "--d-channels",
+            "16",
+        )
+    )
     assert code == 0
     assert not (tmp_path / "samples_epoch_002.png").exists()
-    assert not list((tmp_path / "snapshots").iterdir()), "a 32 px snapshot would break compare's SWD curve"
+    assert not list((tmp_path / "snapshots").iterdir()), (
+        "a 32 px snapshot would break compare's SWD curve"
+    )
     assert dcgan.read_config(tmp_path / "config.json").img_size == 64
     assert json.loads((tmp_path / "run_info.json").read_text())["img_size"] == 64
 
 
-def test_resume_refuses_other_data_and_fewer_epochs_and_keeps_the_config(cache_dir, tmp_path, capsys):
+def test_resume_refuses_other_data_and_fewer_epochs_and_keeps_the_config(
+    cache_dir, tmp_path, capsys
+):
     folders = []
-    for name, colour in (("photos", (200, 40, 40)), ("other_photos", (40, 40, 200))):  # 6 images each
+    # 6 images each
+    for name, colour in (("photos", (200, 40, 40)), ("other_photos", (40, 40, 200))):
         folder = tmp_path / name
         folder.mkdir()
         for index in range(6):
-            Image.new("RGB", (40, 40), (colour[0], colour[1] + 20 * index, colour[2])).save(folder / f"{index}.png")
+            Image.new("RGB", (40, 40), (colour[0], colour[1] + 20 * index, colour[2])).save(
+                folder / f"{index}.png"
+            )
         folders.append(folder)
     run = tmp_path / "run"
-    assert gan_complete.main(tiny_args(cache_dir, run, "--source", "folder", "--data-dir", str(folders[0]))) == 0
+    assert (
+        gan_complete.main(
+            tiny_args(cache_dir, run, "--source", "folder", "--data-dir", str(folders[0]))
+        )
+        == 0
+    )
     config = (run / "config.json").read_text()
     capsys.readouterr()
 
-    assert gan_complete.main(["--out-dir", str(run), "--resume", "--epochs", "3", "--data-dir", str(folders[1])]) == 2
-    assert "the data changed since the checkpoint (as many images, other pixels)" in capsys.readouterr().err
+    assert (
+        gan_complete.main(
+            ["--out-dir", str(run), "--resume", "--epochs", "3", "--data-dir", str(folders[1])]
+        )
+        == 2
+    )
+    assert (
+        "the data changed since the checkpoint (as many images, other pixels)"
+        in capsys.readouterr().err
+    )
     assert gan_complete.main(["--out-dir", str(run), "--resume", "--epochs", "1"]) == 2
-    assert capsys.readouterr().err == ("error: --epochs 1: the run is at epoch 2 already; pass at least --epochs 2 "
-                                       "to go on\n")
+    assert capsys.readouterr().err == (
+        "error: --epochs 1: the run is at epoch 2 already; pass at least --epochs 2 to go on\n"
+    )
     assert (run / "config.json").read_text() == config, "a refused resume changes nothing"
 
 
@@ -283,13 +405,23 @@ def test_a_new_run_never_inherits_an_old_runs_files(cache_dir, tmp_path, capsys)
     capsys.readouterr()
     assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--epochs", "1", "--seed", "7")) == 2
     assert "already holds a run (generator.pkl, run_info.json)" in capsys.readouterr().err
-    assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--epochs", "1", "--seed", "7", "--overwrite")) == 0
-    assert [p.name for p in (tmp_path / "snapshots").iterdir()] == []  # snapshot_every 10: none of the old
+    assert (
+        gan_complete.main(
+            tiny_args(cache_dir, tmp_path, "--epochs", "1", "--seed", "7", "--overwrite")
+        )
+        == 0
+    )
+    # snapshot_every 10: none of the old
+    assert [p.name for p in (tmp_path / "snapshots").iterdir()] == []
 
 
-def test_sample_finds_the_run_config_from_a_snapshot_by_a_relative_path(cache_dir, tmp_path, monkeypatch):
+def test_sample_finds_the_run_config_from_a_snapshot_by_a_relative_path(
+    cache_dir, tmp_path, monkeypatch
+):
     run = tmp_path / "run"
-    assert gan_complete.main(tiny_args(cache_dir, run, "--epochs", "1", "--snapshot-every", "1")) == 0
+    assert (
+        gan_complete.main(tiny_args(cache_dir, run, "--epochs", "1", "--snapshot-every", "1")) == 0
+    )
     monkeypatch.chdir(run / "snapshots")
     assert gan_complete.main(["--sample", "generator_epoch_001.pkl", "--num-samples", "2"]) == 0
     assert (run / "snapshots" / "samples" / "sample_0002.png").exists()
@@ -300,8 +432,9 @@ def test_sample_finds_the_run_config_from_a_snapshot_by_a_relative_path(cache_di
     assert gan_complete.main(["--sample", "generator.pkl"]) == 2  # the default Config does not fit
 
 
-def test_a_run_stopped_before_its_epoch_checkpoint_redoes_the_epoch_and_all_its_files(cache_dir, tmp_path,
-                                                                                      monkeypatch, capsys):
+def test_a_run_stopped_before_its_epoch_checkpoint_redoes_the_epoch_and_all_its_files(
+    cache_dir, tmp_path, monkeypatch, capsys
+):
     # A full disk (or a kill) while the epoch's files are written: the checkpoint must not already
     # say "epoch done", or the resumed run never writes the epoch's samples and snapshot.
     args = lambda out: tiny_args(cache_dir, out, "--snapshot-every", "1")
@@ -326,7 +459,9 @@ def test_a_run_stopped_before_its_epoch_checkpoint_redoes_the_epoch_and_all_its_
         assert (stopped / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
 
 
-def test_a_checkpoint_that_cannot_be_read_now_is_not_called_damaged(cache_dir, tmp_path, monkeypatch, capsys):
+def test_a_checkpoint_that_cannot_be_read_now_is_not_called_damaged(
+    cache_dir, tmp_path, monkeypatch, capsys
+):
     # --overwrite deletes the run: advise it only for a file that is really damaged.
     assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 0
     capsys.readouterr()
@@ -346,7 +481,8 @@ def test_a_checkpoint_that_cannot_be_read_now_is_not_called_damaged(cache_dir, t
     assert "Is a directory" in err and "--overwrite" not in err and err.count("\n") == 1
     (tmp_path / "checkpoint.pt").rmdir()
     (tmp_path / "saved.pt").rename(tmp_path / "checkpoint.pt")
-    assert gan_complete.main(["--out-dir", str(tmp_path), "--resume", "--epochs", "2"]) == 0  # nothing was lost
+    # nothing was lost
+    assert gan_complete.main(["--out-dir", str(tmp_path), "--resume", "--epochs", "2"]) == 0
 
 
 def test_outputs_are_written_whole_or_not_at_all(cache_dir, tmp_path):
@@ -363,11 +499,18 @@ def test_outputs_are_written_whole_or_not_at_all(cache_dir, tmp_path):
         config = gan_complete.read_config(out / "config.json")
         generator = gan_complete.load_generator(out / "generator.pkl", config)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, ({len(report) // 2}, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        hard_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({len(report) // 2}, hard_limit))
         analysis.latent_space_analysis(generator, config, out, "WGAN-GP")
     """
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=subprocess_env(), capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0 and "File too large" in result.stderr, result.stderr[-500:]
     assert (tmp_path / "latent_l2_norms.txt").read_bytes() == b"an older report\n" + report
 

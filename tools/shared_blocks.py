@@ -9,6 +9,7 @@ in the same order, so that `diff dcgan.py gan_complete.py` shows only what the m
 Inside the Config, every field line but the method's own (METHOD_FIELDS) must be the same too.
 tests/test_shared_blocks.py runs the check.
 """
+
 import argparse
 import ast
 import re
@@ -19,17 +20,41 @@ ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = "gan_complete.py"
 SCRIPTS = [REFERENCE, "wgan_clip.py", "dcgan.py"]
 METHOD_SPECIFIC = {
-    "__doc__", "VARIANT", "Config", "CRITIC_VIEW", "method_checks", "make_optimizers", "critic_norm",
-    "InstanceNormFP32", "PRESETS",
-    "compute_gradient_penalty", "clip_weights", "discriminator_loss", "generator_loss",
-    "critic_step", "generator_step",
+    "__doc__",
+    "VARIANT",
+    "Config",
+    "CRITIC_VIEW",
+    "method_checks",
+    "make_optimizers",
+    "critic_norm",
+    "InstanceNormFP32",
+    "PRESETS",
+    "compute_gradient_penalty",
+    "clip_weights",
+    "discriminator_loss",
+    "generator_loss",
+    "critic_step",
+    "generator_step",
 }
 
 
 # Config fields whose default or wording is the method's own; every other field line is shared.
 METHOD_FIELDS = {
-    "epochs", "batch_size", "lr_generator", "lr_discriminator", "lr_schedule", "betas", "n_critic", "lambda_gp",
-    "clip_value", "loss", "real_label_smoothing", "gradient_clip", "feature_matching", "d_channels", "out_dir",
+    "epochs",
+    "batch_size",
+    "lr_generator",
+    "lr_discriminator",
+    "lr_schedule",
+    "betas",
+    "n_critic",
+    "lambda_gp",
+    "clip_value",
+    "loss",
+    "real_label_smoothing",
+    "gradient_clip",
+    "feature_matching",
+    "d_channels",
+    "out_dir",
     "preset",
 }
 
@@ -47,7 +72,11 @@ def _name(node):
         return node.targets[0].id
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         return "imports"
-    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+    if (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    ):
         return "__doc__"
     if isinstance(node, ast.If):
         return "__main__"
@@ -55,18 +84,19 @@ def _name(node):
 
 
 def blocks(source):
-    """{name: (first line, last line, text)} of the top-level blocks, in file order (1-based lines), each with
-    the comment lines right above it, so that a drifted comment is found too."""
+    """{name: (first line, last line, text)} of the top-level blocks, in file order (1-based lines),
+    each with the comment lines right above it, so that a drifted comment is found too."""
     lines = source.splitlines(keepends=True)
     found = {}
     for node in ast.parse(source).body:
         name = _name(node)
         start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-        while start > 1 and lines[start - 2].startswith("#"):  # the comment lines right above belong to it
+        # the comment lines right above belong to it
+        while start > 1 and lines[start - 2].startswith("#"):
             start -= 1
         if name in found:  # consecutive imports form one block
             start = found[name][0]
-        found[name] = (start, node.end_lineno, "".join(lines[start - 1:node.end_lineno]))
+        found[name] = (start, node.end_lineno, "".join(lines[start - 1 : node.end_lineno]))
     return found
 
 
@@ -85,7 +115,10 @@ def drift(reference_source, other_source):
         if name not in reference and name not in METHOD_SPECIFIC:
             problems.append(f"block '{name}' is neither shared nor listed in METHOD_SPECIFIC")
     if "Config" in reference and "Config" in other:
-        reference_fields, other_fields = config_fields(reference_source), config_fields(other_source)
+        reference_fields, other_fields = (
+            config_fields(reference_source),
+            config_fields(other_source),
+        )
         for name, line in reference_fields.items():
             if name in METHOD_FIELDS:
                 continue
@@ -104,7 +137,7 @@ def gaps(source):
     lines = source.splitlines(keepends=True)
     found, last_end = {}, 0
     for name, (start, end, _) in blocks(source).items():
-        found[name] = "".join(lines[last_end:start - 1])
+        found[name] = "".join(lines[last_end : start - 1])
         last_end = end
     return found
 
@@ -133,8 +166,12 @@ def sync(reference_source, other_source):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sync", action="store_true", help="rewrite the other scripts' shared blocks")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sync", action="store_true", help="rewrite the other scripts' shared blocks"
+    )
     args = parser.parse_args(argv)
     reference = (ROOT / REFERENCE).read_text()
     failed = False
