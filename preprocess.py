@@ -609,11 +609,26 @@ def find_source(data_dir, source):
                 f"but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
             )
         return Source(source, (data_dir / LAYOUTS[source][1]).parent.resolve())
-    for kind, (images, labels) in LAYOUTS.items():
-        if (data_dir / images).is_dir() and (data_dir / labels).is_file():
-            return Source(kind, (data_dir / labels).parent.resolve())
+    found = layouts_in(data_dir)
+    if found:
+        return Source(found[0], (data_dir / LAYOUTS[found[0]][1]).parent.resolve())
+    for above in list(data_dir.resolve().parents)[:2]:  # --data-dir data/flowers102/jpg, say
+        if layouts_in(above):
+            raise PreprocessError(
+                f"--data-dir {data_dir} is inside the data set, not the data set: did you mean "
+                f"--data-dir {above}?"
+            )
     download_flowers102(data_dir)
     return Source("torchvision", (data_dir / "flowers-102").resolve())
+
+
+def layouts_in(folder):
+    """The layouts (coursework, official, torchvision) whose files are in folder."""
+    return [
+        kind
+        for kind, (images, labels) in LAYOUTS.items()
+        if (folder / images).is_dir() and (folder / labels).is_file()
+    ]
 
 
 def category_folder(category):

@@ -91,6 +91,17 @@ def test_coursework_layout_labels_follow_the_json(tmp_path):
     assert (cache_path / "010" / "image_00005_r2.png").is_file()
 
 
+def test_the_images_folder_itself_is_named_and_nothing_is_downloaded(tmp_path, monkeypatch):
+    make_coursework(tmp_path / "data")
+    monkeypatch.setattr(preprocess, "download_flowers102", lambda folder: pytest.fail("downloaded"))
+    with pytest.raises(preprocess.PreprocessError) as error:
+        preprocess.prepare_data(tmp_path / "data" / "jpg", cache_dir=tmp_path / "cache", **SMALL)
+    assert str(error.value) == (
+        f"--data-dir {tmp_path / 'data' / 'jpg'} is inside the data set, not the data set: "
+        f"did you mean --data-dir {tmp_path / 'data'}?"
+    )
+
+
 def test_official_imagelabels_mat(tmp_path):
     make_official(tmp_path, [2, 1, 10, 2])  # 1-based labels; label i belongs to image_{i:05d}.jpg
     cache_path = preprocess.build_cache(
