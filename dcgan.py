@@ -1001,11 +1001,19 @@ def generate_per_class(weights_path, per_class=10, classes="", device="cpu"):
 
     For a coursework's reproduce file: `generate_per_class("GAN_output/generator.pkl", 10)`.
     """
-    config, data = weights_run(Path(weights_path).resolve(), {"device": device})
-    if not (config.conditional and data):
+    weights = Path(weights_path).resolve()
+    if not weights.is_file():
+        raise WeightsError(no_weights_file(weights_path))
+    config, data = weights_run(weights, {"device": device})
+    if data is None:
         raise ConfigError(
-            f"{weights_path} is not a conditional generator with its config.json beside it: "
-            "train with --conditional to generate images of a class"
+            f"no config.json beside {weights}: the classes and the model's sizes are read from "
+            "the run's config.json; copy it from the run folder next to the weights"
+        )
+    if not config.conditional:
+        raise ConfigError(
+            f"{weights} is an unconditional generator (its run was trained without "
+            "--conditional): it has no classes to draw; train with --conditional"
         )
     generator = load_generator(weights_path, config, resolve_device(config.device), data)
     indices = class_indices(data["class_names"], classes)
@@ -1020,12 +1028,13 @@ def generate_per_class(weights_path, per_class=10, classes="", device="cpu"):
 
 def sample_from_weights(config, given):
     """--sample: a grid and single PNGs from saved weights, without training; --per-class: of each
-    class."""
+    class. All in one folder, --out-dir or samples/ beside the weights, never over a run's own
+    outputs."""
     weights = Path(config.sample).resolve()
+    if not weights.is_file():
+        raise WeightsError(no_weights_file(config.sample))
     config, data = weights_run(weights, given)
-    # Beside the weights unless --out-dir is given: the out_dir in config.json may be another
-    # machine's.
-    out_dir = Path(given["out_dir"]) if "out_dir" in given else weights.parent
+    out_dir = Path(given["out_dir"]) if "out_dir" in given else weights.parent / "samples"
     if config.per_class and not (config.conditional and data):
         raise ConfigError(
             f"--per-class: {weights} is not a conditional generator (trained without "
@@ -1034,33 +1043,32 @@ def sample_from_weights(config, given):
     indices = class_indices(data["class_names"], config.classes) if config.per_class else []
     device = resolve_device(config.device)
     generator = load_generator(weights, config, device, data)
-    check_writable(out_dir / "samples")
-    for old in (out_dir / "samples").glob("**/sample_*.png"):  # an earlier, larger --num-samples
-        old.unlink()
+    check_writable(out_dir)
+    # the files of an earlier call (a larger --num-samples, other --classes)
+    for pattern in ("sample_*.png", "*/sample_*.png", "samples_grid.png", "samples_per_class*.png"):
+        for old in out_dir.glob(pattern):
+            old.unlink()
     if config.per_class:
         names = [data["class_names"][i] for i in indices]
-        batches, folders = (
-            per_class_images(generator, config, indices, config.per_class, device),
-            names,
-        )
+        batches = per_class_images(generator, config, indices, config.per_class, device)
         analysis.save_per_class_grid(batches, names, out_dir)
+        folders = [out_dir / name for name in names]
     else:
         z = torch.randn(
             config.num_samples, config.z_dim, generator=torch.Generator().manual_seed(config.seed)
         )
-        batches, folders = generate(generator, z, device)[None], [""]
-        save_grid(
-            batches[0], out_dir / "samples_grid.png", nrow=math.ceil(math.sqrt(config.num_samples))
-        )
+        batches = generate(generator, z, device)[None]
+        columns = math.ceil(math.sqrt(config.num_samples))
+        save_grid(batches[0], out_dir / "samples_grid.png", nrow=columns)
+        folders = [out_dir]
     for folder, batch in zip(folders, batches):
-        (out_dir / "samples" / folder).mkdir(exist_ok=True)
+        folder.mkdir(exist_ok=True)
         for index, image in enumerate(batch, 1):
-            save_grid(image, out_dir / "samples" / folder / f"sample_{index:04d}.png")
+            save_grid(image, folder / f"sample_{index:04d}.png")
     analysis.latent_traversal(lambda z: generate(generator, z, device), config, out_dir, VARIANT)
-    print(
-        f"{batches.shape[0] * batches.shape[1]} samples from {weights} in {out_dir / 'samples'}/, "
-        "and the grid " + ("samples_per_class*.png" if config.per_class else "samples_grid.png")
-    )
+    grid = "samples_per_class*.png" if config.per_class else "samples_grid.png"
+    count = batches.shape[0] * batches.shape[1]
+    print(f"{count} samples from {weights} in {out_dir}/, with {grid} and latent_traversal.png")
     return 0
 
 
@@ -1534,20 +1542,35 @@ def load_state_dict_safely(path):
         with open(path, "rb") as f:
             state = _StateDictUnpickler(f).load()
     except FileNotFoundError:
-        raise WeightsError(f"no weights file at {path}") from None
+        raise WeightsError(no_weights_file(path)) from None
     except Exception as error:  # a truncated or foreign file can fail in many ways inside pickle
         if zipfile.is_zipfile(path):
             raise WeightsError(
                 f"{path} is a checkpoint (torch.save), not a generator.pkl: pass the "
                 "generator.pkl of the same run"
             ) from None
-        raise WeightsError(f"refusing {path}: not a plain state_dict ({one_line(error)})") from None
+        raise WeightsError(
+            f"refusing {path}: not a plain state_dict ({one_line(error)}), so not a file this "
+            "collection's scripts wrote; pass the generator.pkl of a gan_complete.py, wgan_clip.py "
+            "or dcgan.py run"
+        ) from None
     if not (
         isinstance(state, dict)
         and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
     ):
         raise WeightsError(f"refusing {path}: it holds no state_dict of tensors")
     return state
+
+
+def no_weights_file(path):
+    """The message for a weights path with no file; a relative one is read from this folder."""
+    message = f"no weights file at {Path(path).resolve()}"
+    if not Path(path).is_absolute():
+        message += (
+            f" (the relative path {path} is read from the current folder, {Path.cwd()}; in a "
+            "script, build it from the script's own folder: Path(__file__).parent / ...)"
+        )
+    return message
 
 
 def one_line(error):
@@ -1557,6 +1580,16 @@ def one_line(error):
 def load_weights(module, state, path):
     """load_state_dict with a message that names the mismatch and the Config fields behind it."""
     expected = module.state_dict()
+    if isinstance(module, Generator) and "score.weight" in state:
+        raise WeightsError(
+            f"{path} holds a discriminator's weights; pass the generator.pkl beside it"
+        )
+    if not set(state) & set(expected):
+        raise WeightsError(
+            f"{path} was not written by this collection's generator (none of its tensors is a "
+            f"Generator's: {', '.join(sorted(state)[:2])}, ...); pass the generator.pkl of a "
+            "gan_complete.py, wgan_clip.py or dcgan.py run"
+        )
     for key, value in expected.items():
         if key not in state:
             raise WeightsError(

@@ -1,8 +1,9 @@
-"""--conditional: class labels from the data into G(z, y) and the projection discriminator D(x, y).
-"""
+"""--conditional: class labels from the data into G(z, y) and the projection discriminator D(x, y)."""
 
 import importlib
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 
 import analysis
-from conftest import SCRIPTS, tiny_args
+from conftest import SCRIPTS, subprocess_env, tiny_args
 
 MODULES = {name: importlib.import_module(name) for name in SCRIPTS}
 gan_complete = MODULES["gan_complete"]
@@ -143,10 +144,10 @@ def test_sampling_per_class_writes_n_images_of_each_chosen_class(
         )
         == 0
     )
-    folders = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    folders = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert folders == [f"class_{i}" for i in range(CLASSES)]
     for folder in folders:
-        assert sorted(p.name for p in (tmp_path / "samples" / folder).iterdir()) == [
+        assert sorted(p.name for p in (tmp_path / folder).iterdir()) == [
             "sample_0001.png",
             "sample_0002.png",
             "sample_0003.png",
@@ -168,8 +169,7 @@ def test_sampling_per_class_writes_n_images_of_each_chosen_class(
         == 0
     )
     assert (
-        sorted(p.parent.name for p in (tmp_path / "samples").glob("*/*.png"))
-        == ["class_1"] * 2 + ["class_3"] * 2
+        sorted(p.parent.name for p in tmp_path.glob("*/*.png")) == ["class_1"] * 2 + ["class_3"] * 2
     )
 
 
@@ -185,6 +185,58 @@ def test_generate_per_class_is_a_function_for_a_reproduce_file(conditional_runs)
         conditional_runs["gan_complete"] / "generator.pkl", 4, classes="2"
     )
     assert list(again) == ["class_2"] and np.array_equal(again["class_2"], images["class_2"])
+
+
+def test_a_reproduce_file_run_from_another_folder_finds_its_weights(conditional_runs, tmp_path):
+    # the coursework's reproduce function, handed in beside generator.pkl and its config.json,
+    # run by a grader from another folder
+    handed_in = tmp_path / "handed_in"
+    handed_in.mkdir()
+    for name in ("generator.pkl", "config.json"):
+        (handed_in / name).write_bytes((conditional_runs["gan_complete"] / name).read_bytes())
+    (handed_in / "hw4.py").write_text(
+        "from pathlib import Path\n"
+        "from gan_complete import generate_per_class\n\n\n"
+        "def reproduce_hw4():\n"
+        '    weights = Path(__file__).resolve().parent / "generator.pkl"\n'
+        "    return generate_per_class(weights, per_class=10)\n\n\n"
+        'if __name__ == "__main__":\n'
+        "    images = reproduce_hw4()\n"
+        "    print(len(images), sorted({batch.shape for batch in images.values()}))\n"
+    )
+    elsewhere = tmp_path / "grader"
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [sys.executable, str(handed_in / "hw4.py")],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{CLASSES} [(10, 32, 32, 3)]\n"
+
+
+def test_generate_per_class_says_what_is_wrong(conditional_runs, cache_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(gan_complete.WeightsError) as error:
+        gan_complete.generate_per_class("GAN_output/generator.pkl")
+    assert str(error.value).startswith(f"no weights file at {tmp_path / 'GAN_output'}")
+    assert f"is read from the current folder, {tmp_path}" in str(error.value)
+
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "generator.pkl").write_bytes(
+        (conditional_runs["gan_complete"] / "generator.pkl").read_bytes()
+    )
+    with pytest.raises(gan_complete.ConfigError, match="no config.json beside .*copy it"):
+        gan_complete.generate_per_class(lone / "generator.pkl")
+
+    plain = tmp_path / "plain"
+    assert gan_complete.main(tiny_args(cache_dir, plain, "--epochs", "1")) == 0
+    with pytest.raises(gan_complete.ConfigError, match="is an unconditional generator"):
+        gan_complete.generate_per_class(plain / "generator.pkl")
 
 
 def test_many_classes_make_pages_of_labelled_rows(tmp_path):

@@ -201,21 +201,44 @@ def test_a_checkpoint_passed_to_sample_is_named(cache_dir, tmp_path, capsys):
     assert "is a checkpoint (torch.save), not a generator.pkl" in err and err.count("\n") == 1
 
 
-def test_sample_writes_beside_the_weights_and_leaves_no_stale_images(cache_dir, tmp_path, capsys):
+def test_sample_writes_into_samples_beside_the_weights_and_leaves_no_stale_images(
+    cache_dir, tmp_path, capsys
+):
     run = tmp_path / "run"
     assert gan_complete.main(tiny_args(cache_dir, run, "--epochs", "1")) == 0
     copy = tmp_path / "friends run"
     __import__("shutil").copytree(run, copy)
+    traversal = (copy / "latent_traversal.png").read_bytes()
     for count in ("6", "2"):
         assert (
             gan_complete.main(["--sample", str(copy / "generator.pkl"), "--num-samples", count])
             == 0
         )
     assert sorted(p.name for p in (copy / "samples").iterdir()) == [
+        "latent_traversal.png",
         "sample_0001.png",
         "sample_0002.png",
+        "samples_grid.png",
     ]
-    assert (copy / "samples_grid.png").exists() and not (run / "samples").exists()
+    assert (copy / "latent_traversal.png").read_bytes() == traversal  # the run's own, untouched
+    assert not (run / "samples").exists()
+
+
+def test_sample_names_a_discriminator_and_a_foreign_generator(cache_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert gan_complete.main(tiny_args(cache_dir, run, "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert gan_complete.main(["--sample", str(run / "discriminator.pkl")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {run / 'discriminator.pkl'} holds a discriminator's weights; pass the "
+        "generator.pkl beside it\n"
+    )
+    # a state_dict of another project's generator (the coursework's own script, say)
+    foreign = {"main.0.weight": torch.zeros(100, 512, 4, 4), "main.1.weight": torch.ones(512)}
+    (tmp_path / "theirs.pkl").write_bytes(__import__("pickle").dumps(foreign))
+    assert gan_complete.main(["--sample", str(tmp_path / "theirs.pkl")]) == 2
+    err = capsys.readouterr().err
+    assert "was not written by this collection's generator" in err and err.count("\n") == 1
 
 
 def test_a_foreign_file_is_not_taken_for_weights(tmp_path, capsys):

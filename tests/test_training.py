@@ -95,8 +95,7 @@ def test_gradient_penalty_is_exact_for_a_linear_critic(memory_format):
 
 
 class HalfSquaredNorm(torch.nn.Module):
-    """D(x) = ||x||^2 / 2 per sample: its gradient is x itself, a different norm for every sample.
-    """
+    """D(x) = ||x||^2 / 2 per sample: its gradient is x itself, a different norm for every sample."""
 
     def forward(self, x, labels=None):
         return (x**2).flatten(1).sum(1) / 2
@@ -397,7 +396,7 @@ def test_sample_round_trips_through_generator_pkl(script, finished_runs, tmp_pat
         )
         == 0
     )
-    singles = sorted((tmp_path / "samples").glob("sample_*.png"))
+    singles = sorted(tmp_path.glob("sample_*.png"))
     assert [p.name for p in singles] == [f"sample_{i:04d}.png" for i in range(1, 6)]
     assert (tmp_path / "samples_grid.png").exists()
     config = script.read_config(out_dir / "config.json")
@@ -455,7 +454,7 @@ def test_a_nearest_upsampling_run_samples_from_its_config_and_a_mismatch_names_t
         )
         == 0
     )  # config.json says nearest
-    assert len(list((tmp_path / "samples" / "samples").glob("sample_*.png"))) == 3
+    assert len(list((tmp_path / "samples").glob("sample_*.png"))) == 3
     capsys.readouterr()
     assert (
         module.main(
