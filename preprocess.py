@@ -253,13 +253,13 @@ def centre_square(image):
 
 
 def inscribed_ratio(angle):
-    """A square's side over the side of the largest axis-aligned square inside it rotated by angle."""
+    """A square's side over the side of the largest axis-aligned square inside it rotated."""
     radians = math.radians(angle)
     return abs(math.cos(radians)) + abs(math.sin(radians))
 
 
 def working_side(size, max_angle):
-    """The side rotations run at: their inscribed crop is still WORKING_SCALE x size at max_angle."""
+    """The side rotations run at: the inscribed crop is still WORKING_SCALE x size at max_angle."""
     return math.ceil(WORKING_SCALE * size * inscribed_ratio(max_angle)) + 2 * ROTATION_SAFETY_PX
 
 
@@ -374,7 +374,7 @@ def channels_first(array):
 
 
 def read_cached(paths, packed, first):
-    """Copy an earlier run's PNGs of one source image into packed[first:]; False if one is damaged."""
+    """Copy an earlier run's PNGs of a source image into packed[first:]; False if one is damaged."""
     try:
         for k, path in enumerate(paths):
             with Image.open(path) as image:
@@ -634,7 +634,7 @@ def category_folder(category):
 
 
 def list_flowers(source, label_file):
-    """Records for the coursework/official/torchvision layouts, plus the files skipped on the way."""
+    """Records for the coursework/official/torchvision layouts, and the files skipped on the way."""
     jpg = source.root / "jpg"
     if label_file.suffix == ".json":
         try:
@@ -872,7 +872,7 @@ def build_cache(
     synthetic_classes=10,
     progress=True,
 ):
-    """Build (or resume) the cache for these settings and return its folder. Reuses a complete one."""
+    """Build (or resume) the cache for these settings and return its folder; reuse a whole one."""
     check_settings(source, size, rotations, max_angle, workers, synthetic_images, synthetic_classes)
     found = find_source(data_dir, source)
     records, class_names, skipped = list_records(

@@ -1,4 +1,4 @@
-"""--amp fp16: fp16 autocast with a GradScaler, the gradient penalty included (tested on the CPU)."""
+"""--amp fp16: fp16 autocast with a GradScaler, the gradient penalty included (on the CPU)."""
 
 import importlib
 import math

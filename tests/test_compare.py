@@ -230,7 +230,7 @@ REAL_LOAD_CACHE = compare.preprocess.load_cache
 
 
 def use_cache(monkeypatch, folder, images, labels, classes, rotations=0):
-    """A preprocess cache as compare.py reads it: load_cache's arrays and manifest.json's rotations."""
+    """A preprocess cache as compare.py reads it: load_cache's arrays, manifest.json's rotations."""
     folder.mkdir(exist_ok=True)
     (folder / "manifest.json").write_text(
         json.dumps({"params": {"rotations": rotations}, "classes": classes})
@@ -258,7 +258,7 @@ def stand_ins(monkeypatch, tmp_path):
 
 @pytest.fixture
 def classed_stand_ins(stand_ins, monkeypatch):
-    """The same, with a cache of four classes told apart by colour: the cache classifier is trained."""
+    """The same, with a cache of four classes told apart by colour: the classifier is trained."""
     use_cache(monkeypatch, stand_ins / "cache", *classed_like(240, seed=6), CLASSES)
     return stand_ins
 

@@ -1,4 +1,4 @@
-"""--conditional: class labels from the data into G(z, y) and the projection discriminator D(x, y)."""
+"""--conditional: class labels from the data into G(z, y) and the projection critic D(x, y)."""
 
 import importlib
 import json

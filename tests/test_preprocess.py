@@ -1,4 +1,4 @@
-"""Tests for preprocess.py: the shared data stage. CPU only, no network, tiny data made in tmp_path."""
+"""Tests for preprocess.py, the shared data stage: CPU only, no network, tiny data in tmp_path."""
 
 import json
 import os

@@ -95,7 +95,7 @@ def test_gradient_penalty_is_exact_for_a_linear_critic(memory_format):
 
 
 class HalfSquaredNorm(torch.nn.Module):
-    """D(x) = ||x||^2 / 2 per sample: its gradient is x itself, a different norm for every sample."""
+    """D(x) = ||x||^2 / 2 per sample: its gradient is x itself, of another norm for each sample."""
 
     def forward(self, x, labels=None):
         return (x**2).flatten(1).sum(1) / 2

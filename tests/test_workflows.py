@@ -1,4 +1,4 @@
-"""The workflows users come from: MNIST-style data, TensorBoard, latent traversal, feature matching."""
+"""Workflows users come from: MNIST-style data, TensorBoard, latent traversal, feature matching."""
 
 import importlib
 import sys
