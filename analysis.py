@@ -1,8 +1,9 @@
 """The figures every training script writes for a person to look at, the same for all three methods.
 
     losses         training_losses.png: the losses against the step, raw and smoothed
-    latent space   latent_space_analysis.png, latent_l2_norms.txt, interpolation.png: are the z's of
-                   similar images closer? (classical MDS of the chosen z's, slerp between them)
+    latent space   latent_space_analysis.png, latent_l2_norms.txt, latent_pairs.csv,
+                   interpolation.png: are the z's of similar images closer? (the pairs, their
+                   distances among all pairs', their z's; slerp between them)
     traversal      latent_traversal.png: one latent dimension at a time, and the two directions of z
                    that change the image most
     classes        samples_per_class.png: labelled rows of a conditional generator's classes
@@ -12,7 +13,10 @@ any method, and each script stays the one file that tells its method. Every func
 a draw(z) -> images function, never a model, and writes whole files (preprocess.write_atomically).
 """
 
+import csv
+import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -159,24 +163,13 @@ def pick_pairs(order, first, second, count, used):
     return pairs
 
 
-def classical_mds(points):
-    """2-D coordinates whose pairwise L2 distances match the points' as well as 2-D can (Torgerson's
-    classical MDS: the top two eigenvectors of the double-centred squared distances)."""
-    squared = torch.cdist(points.double(), points.double()) ** 2
-    centring = torch.eye(len(points), dtype=torch.float64) - 1 / len(points)
-    # ascending eigenvalues
-    values, vectors = torch.linalg.eigh(-0.5 * centring @ squared @ centring)
-    return (vectors[:, -2:].flip(1) * values[-2:].flip(0).clamp(min=0).sqrt()).float()
-
-
 @torch.no_grad()
 def latent_space_analysis(draw, config, out_dir, variant, within="", count=3):
-    """Are the z's of similar images closer? latent_space_analysis.png, latent_l2_norms.txt,
-    interpolation.png. draw(z): images in [-1, 1]; a conditional run draws the whole pool in one
-    class (within names it), so that the pairs differ by z alone."""
-    from matplotlib.figure import Figure
-    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
-
+    """Are the z's of similar images closer? Writes latent_l2_norms.txt (the answer in numbers),
+    latent_space_analysis.png (the pairs, their distances against all pairs', their z's),
+    latent_pairs.csv (the chosen z's themselves) and interpolation.png. draw(z): images in
+    [-1, 1]; a conditional run draws the whole pool in one class (within names it), so that the
+    pairs differ by z alone."""
     z = torch.randn(
         config.latent_pool, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1)
     )
@@ -191,104 +184,195 @@ def latent_space_analysis(draw, config, out_dir, variant, within="", count=3):
         "similar": pick_pairs(order, first, second, count, used),
         "dissimilar": pick_pairs(order.flip(0), first, second, count, used),
     }
-    baseline = latent_distance.mean().item()
-    correlation = torch.corrcoef(torch.stack([image_distance, latent_distance]))[0, 1].item()
-
-    lines = [
-        f"{variant} latent-space analysis: {len(z)} images from z ~ N(0, I), z_dim = "
-        f"{config.z_dim}{within}",
-        "image distance = L2 between 32x32 downsampled images in [-1, 1]; z distance = L2 between "
-        "z's",
-        "",
+    pairs = [
+        LatentPair(
+            name=f"{group} {n + 1}",
+            first=i,
+            second=j,
+            image_distance=image_distance[k].item(),
+            z_distance=latent_distance[k].item(),
+            z_percentile=(latent_distance < latent_distance[k]).float().mean().item(),
+        )
+        for group, chosen in groups.items()
+        for n, (i, j, k) in enumerate(chosen)
     ]
-    means = {}
-    for name, pairs in groups.items():
-        lines.append(f"the {count} most {name} pairs of images:")
-        for i, j, k in pairs:
-            lines.append(
-                f"  z#{i:<4d} z#{j:<4d} image distance {image_distance[k]:8.3f}   "
-                f"z L2 distance {latent_distance[k]:8.3f}"
-            )
-        means[name] = float(np.mean([latent_distance[k].item() for _, _, k in pairs]))
-        lines.append(f"  mean z L2 distance: {means[name]:.3f}\n")
-    lines += [
-        f"baseline: mean z L2 distance over all {len(first)} pairs: {baseline:.3f} "
-        f"(sqrt(2 * z_dim) = {math.sqrt(2 * config.z_dim):.3f})",
-        f"correlation of image distance and z distance over all pairs: {correlation:+.3f}",
-        "",
-        f"answer: the z's of the most similar images are {means['similar'] / baseline:.0%} of the "
-        "baseline distance apart, those of the most dissimilar "
-        f"{means['dissimilar'] / baseline:.0%}.",
-    ]
-    write_atomically(
-        Path(out_dir) / "latent_l2_norms.txt", lambda f: f.write(("\n".join(lines) + "\n").encode())
+    summary = LatentSummary(
+        pool=len(z),
+        pairs=len(first),
+        baseline=latent_distance.mean().item(),
+        correlation=torch.corrcoef(torch.stack([image_distance, latent_distance]))[0, 1].item(),
     )
+    write_latent_report(pairs, summary, config, out_dir, variant, within, count)
+    write_latent_pairs(pairs, z, out_dir)
+    plot_latent_pairs(pairs, summary, images, z, image_distance, latent_distance, out_dir, within)
 
-    # PCA of isotropic noise keeps ~2/z_dim of its variance: distances there say nothing. MDS of the
-    # chosen z's keeps their pairwise distances as well as 2-D can, and the plot says how well.
-    chosen = [index for pairs in groups.values() for i, j, _ in pairs for index in (i, j)]
-    points = classical_mds(z[chosen])
-    pairs_first, pairs_second = torch.triu_indices(len(chosen), len(chosen), 1)
-    true, drawn = (torch.cdist(p, p)[pairs_first, pairs_second] for p in (z[chosen], points))
-    stress = ((true - drawn).square().sum() / true.square().sum()).sqrt().item()
-    fit = torch.corrcoef(torch.stack([true, drawn]))[0, 1].item()
-    position = dict(zip(chosen, points.numpy()))
-    fig = Figure(figsize=(15, 6.5), layout="constrained")
-    scatter, histogram = fig.subplots(1, 2, width_ratios=[1.6, 1])
-    # grey: RGB
-    thumbnails = ((images + 1) / 2).clamp(0, 1).expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy()
-    for (name, pairs), color, style in zip(groups.items(), ("tab:blue", "tab:red"), ("-", "--")):
-        for n, (i, j, k) in enumerate(pairs):
-            scatter.plot(
-                *zip(position[i], position[j]),
-                style,
-                color=color,
-                marker="o",
-                label=f"{name} pairs" if n == 0 else None,
-            )
-            scatter.annotate(
-                f"{latent_distance[k]:.1f}", (position[i] + position[j]) / 2, color=color
-            )
-            for index in (i, j):
-                box = AnnotationBbox(
-                    OffsetImage(thumbnails[index], zoom=40 / config.img_size),
-                    position[index],
-                    xybox=(22, 22),
-                    boxcoords="offset points",
-                    frameon=True,
-                    bboxprops={"edgecolor": color, "linewidth": 2},
-                )
-                scatter.add_artist(box)
-            histogram.axvline(latent_distance[k], color=color, linestyle=style)
-    scatter.set_xlabel("MDS axis 1 (z-space units)")
-    scatter.set_ylabel("MDS axis 2")
-    scatter.set_aspect("equal", adjustable="datalim")
-    scatter.set_title(
-        f"the {len(chosen)} chosen z's, classical MDS to 2-D (labels: z L2 distance)\n"
-        f"fit: stress {stress:.2f}, correlation of drawn and true distances {fit:.2f}"
-    )
-    scatter.legend(loc="lower right")
-    histogram.hist(latent_distance.numpy(), bins=60, color="lightgrey", label="all pairs")
-    histogram.axvline(baseline, color="black", label=f"mean of all pairs {baseline:.2f}")
-    histogram.set_xlabel("L2 distance between z's")
-    histogram.set_title("z distances: chosen pairs (lines) against all pairs")
-    histogram.legend()
-    write_atomically(
-        Path(out_dir) / "latent_space_analysis.png", lambda f: fig.savefig(f, format="png", dpi=100)
-    )
-
-    path = torch.cat([slerp(z[i], z[j], 10) for pairs in groups.values() for i, j, _ in pairs])
+    path = torch.cat([slerp(z[pair.first], z[pair.second], 10) for pair in pairs])
     rows = [
-        f"{name} {n + 1}: z#{i} to z#{j}"
-        for name, pairs in groups.items()
-        for n, (i, j, _) in enumerate(pairs)
+        f"{pair.name}: z#{pair.first} to z#{pair.second}\n"
+        f"image {pair.image_distance:.2f}, z {pair.z_distance:.2f}"
+        for pair in pairs
     ]
     save_labelled_grid(
         draw(path),
         rows,
         Path(out_dir) / "interpolation.png",
-        f"slerp between the z's of each pair, 10 steps{within} (see latent_l2_norms.txt)",
+        f"slerp between the z's of each pair, 10 steps{within}; L2 distances at left",
         nrow=10,
+    )
+
+
+@dataclass
+class LatentPair:
+    """One chosen pair of the latent-space analysis."""
+
+    name: str  # "similar 1", ..., "dissimilar 3"
+    first: int  # index of its first z in the pool
+    second: int
+    image_distance: float  # L2 between the 32x32 downsampled images
+    z_distance: float  # L2 between the z's
+    z_percentile: float  # the fraction of all pairs whose z's are closer
+
+
+@dataclass
+class LatentSummary:
+    pool: int  # images drawn
+    pairs: int  # pairs among them
+    baseline: float  # mean z distance over all pairs
+    correlation: float  # of image and z distance over all pairs
+
+
+def write_latent_report(pairs, summary, config, out_dir, variant, within, count):
+    """latent_l2_norms.txt: each chosen pair's distances, the groups' means against all pairs'."""
+    lines = [
+        f"{variant} latent-space analysis: {summary.pool} images from z ~ N(0, I), z_dim = "
+        f"{config.z_dim}{within}",
+        "image distance = L2 between 32x32 downsampled images in [-1, 1]; "
+        "z distance = L2 between z's",
+        "",
+    ]
+    means = {}
+    for group in ("similar", "dissimilar"):
+        members = [pair for pair in pairs if pair.name.startswith(group)]
+        lines.append(f"the {count} most {group} pairs of images:")
+        for pair in members:
+            lines.append(
+                f"  z#{pair.first:<4d} z#{pair.second:<4d} image distance "
+                f"{pair.image_distance:8.3f}   z L2 distance {pair.z_distance:8.3f}"
+            )
+        means[group] = float(np.mean([pair.z_distance for pair in members]))
+        lines.append(f"  mean z L2 distance: {means[group]:.3f}\n")
+    lines += [
+        f"baseline: mean z L2 distance over all {summary.pairs} pairs: {summary.baseline:.3f} "
+        f"(sqrt(2 * z_dim) = {math.sqrt(2 * config.z_dim):.3f})",
+        f"correlation of image distance and z distance over all pairs: {summary.correlation:+.3f}",
+        "",
+        f"answer: the z's of the most similar images are {means['similar'] / summary.baseline:.0%} "
+        "of the baseline distance apart, those of the most dissimilar "
+        f"{means['dissimilar'] / summary.baseline:.0%}.",
+        "The chosen z's themselves: latent_pairs.csv.",
+    ]
+    text = ("\n".join(lines) + "\n").encode()
+    write_atomically(Path(out_dir) / "latent_l2_norms.txt", lambda f: f.write(text))
+
+
+def write_latent_pairs(pairs, z, out_dir):
+    """latent_pairs.csv: the chosen z vectors, two rows a pair, with the pair's distances."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["pair", "image", "z_index", "image_distance", "z_distance"]
+    writer.writerow(header + [f"z_{d}" for d in range(z.size(1))])
+    for pair in pairs:
+        for member, index in (("a", pair.first), ("b", pair.second)):
+            distances = [f"{pair.image_distance:.4f}", f"{pair.z_distance:.4f}"]
+            writer.writerow([pair.name, member, index, *distances, *z[index].tolist()])
+    text = buffer.getvalue().encode()
+    write_atomically(Path(out_dir) / "latent_pairs.csv", lambda f: f.write(text))
+
+
+def plot_latent_pairs(pairs, summary, images, z, image_distance, z_distance, out_dir, within):
+    """latent_space_analysis.png: left, each pair's two images side by side with its distances;
+    middle, where the pairs fall among all pairs (image against z distance, and the z distances
+    alone); right, the chosen z vectors themselves."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(17, 8.5), layout="constrained")
+    columns = fig.add_gridspec(1, 3, width_ratios=[0.8, 1.3, 1.3])
+    pair_axes = columns[0].subgridspec(len(pairs), 1).subplots()
+    scatter, histogram = columns[1].subgridspec(2, 1).subplots()
+    vectors = fig.add_subplot(columns[2])
+    colours = {"similar": "tab:blue", "dissimilar": "tab:red"}
+
+    for axis, pair in zip(pair_axes, pairs):
+        colour = colours[pair.name.split()[0]]
+        side_by_side = make_grid(images[[pair.first, pair.second]], nrow=2, padding=2, pad_value=1)
+        picture = ((side_by_side + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy()
+        axis.imshow(picture, interpolation="nearest")
+        axis.set_xticks([])
+        axis.set_yticks([])
+        for spine in axis.spines.values():
+            spine.set_edgecolor(colour)
+            spine.set_linewidth(2)
+        axis.set_title(
+            f"{pair.name}: image {pair.image_distance:.2f}, z {pair.z_distance:.2f}\n"
+            f"(closer z's than {pair.z_percentile:.0%} of all pairs)",
+            fontsize=9,
+            color=colour,
+        )
+
+    scatter.hexbin(image_distance.numpy(), z_distance.numpy(), gridsize=40, cmap="Greys", mincnt=1)
+    for n, pair in enumerate(pairs):
+        colour = colours[pair.name.split()[0]]
+        point = (pair.image_distance, pair.z_distance)
+        scatter.plot(*point, "o", color=colour, markersize=8)
+        # labels alternate above and below, so that two pairs on one spot stay readable
+        scatter.annotate(
+            pair.name,
+            point,
+            color=colour,
+            fontsize=9,
+            textcoords="offset points",
+            xytext=(-40, 8 if n % 2 else -14),
+        )
+    scatter.set_xlabel("image distance (L2, 32x32)")
+    scatter.set_ylabel("z distance (L2)")
+    scatter.set_title(
+        f"all {summary.pairs:,} pairs of {summary.pool} images{within} (grey) and the chosen 6; "
+        f"correlation {summary.correlation:+.2f}",
+        fontsize=10,
+    )
+
+    histogram.hist(z_distance.numpy(), bins=60, color="lightgrey", label="all pairs")
+    histogram.axvline(summary.baseline, color="black", label=f"mean {summary.baseline:.2f}")
+    for pair in pairs:
+        group = pair.name.split()[0]
+        histogram.axvline(
+            pair.z_distance, color=colours[group], linestyle="-" if group == "similar" else "--"
+        )
+    histogram.set_xlabel("z distance (L2)")
+    histogram.set_title(
+        "z distances: the chosen pairs (blue: similar, red dashed: dissimilar)", fontsize=10
+    )
+    histogram.legend(fontsize=9)
+
+    chosen = [index for pair in pairs for index in (pair.first, pair.second)]
+    limit = z[chosen].abs().max().item()
+    shown = vectors.imshow(
+        z[chosen].numpy(),
+        aspect="auto",
+        cmap="coolwarm",
+        vmin=-limit,
+        vmax=limit,
+        interpolation="nearest",
+    )
+    labels = [f"{pair.name} {member}" for pair in pairs for member in ("a", "b")]
+    vectors.set_yticks(range(len(labels)), labels, fontsize=9)
+    vectors.set_xlabel("z dimension")
+    vectors.set_title(
+        "the chosen z vectors, two rows a pair (values in latent_pairs.csv)", fontsize=10
+    )
+    fig.colorbar(shown, ax=vectors, shrink=0.6, label="z value")
+    write_atomically(
+        Path(out_dir) / "latent_space_analysis.png", lambda f: fig.savefig(f, format="png", dpi=90)
     )
 
 

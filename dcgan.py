@@ -1642,6 +1642,7 @@ RUN_FILES = [
     "generated_samples.png",
     "latent_space_analysis.png",
     "latent_l2_norms.txt",
+    "latent_pairs.csv",
     "interpolation.png",
     "latent_traversal.png",
 ]

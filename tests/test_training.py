@@ -31,6 +31,7 @@ OUTPUTS = [
     "generated_samples.png",
     "latent_space_analysis.png",
     "latent_l2_norms.txt",
+    "latent_pairs.csv",
     "interpolation.png",
     "latent_traversal.png",
     "snapshots/generator_epoch_001.pkl",
@@ -662,15 +663,6 @@ def test_the_wgan_clip_default_is_the_papers_constant_rmsprop_rate():
     )
 
 
-def test_classical_mds_keeps_distances_that_fit_in_two_dimensions():
-    module = MODULES["gan_complete"]
-    plane = torch.randn(12, 2) * 3
-    rotation, _ = torch.linalg.qr(torch.randn(100, 100))
-    points = plane @ rotation[:2] + 5  # a 2-D layout inside 100-D, shifted
-    drawn = analysis.classical_mds(points)
-    assert torch.allclose(torch.cdist(drawn, drawn), torch.cdist(plane, plane), atol=1e-3)
-
-
 class TableGenerator(torch.nn.Module):
     """Flat grey images whose levels come from a table, one per z in order: the most similar pair
     (-1, -0.99) and the most dissimilar pair (-1, 1) share an image."""
@@ -718,6 +710,18 @@ def test_latent_analysis_never_shows_one_image_as_both_similar_and_dissimilar(tm
     assert {"0", "1"} <= similar  # the closest pair is still shown as similar
     with Image.open(tmp_path / "latent_space_analysis.png") as plot:
         assert plot.size[0] > 1000
+    # the chosen z's themselves, two rows a pair, with the report's distances
+    with open(tmp_path / "latent_pairs.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["pair"] for row in rows[:2]] == ["similar 1", "similar 1"] and len(rows) == 12
+    z = torch.randn(16, 8, generator=torch.Generator().manual_seed(config.seed + 1))
+    for row in rows:
+        saved = torch.tensor([float(row[f"z_{d}"]) for d in range(8)])
+        assert torch.allclose(saved, z[int(row["z_index"])])
+    first, second = rows[0], rows[1]
+    distance = (z[int(first["z_index"])] - z[int(second["z_index"])]).norm().item()
+    assert float(first["z_distance"]) == pytest.approx(distance, abs=1e-3)
+    assert f"z L2 distance {distance:8.3f}" in report
 
 
 def batchnorm_inputs(generator, z):
