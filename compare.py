@@ -89,6 +89,16 @@ GAUSSIAN_5TAP = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16  # Burt & Adelson p
 DIVERSITY_SIZE = 16  # px, the side the images are reduced to before measuring distances
 DIVERSITY_MAX_IMAGES = 500  # pairwise distances grow quadratically; 500 gives 125k pairs
 COLLAPSE_RATIO = 0.5
+# A run with fewer generator steps has hardly started: its low diversity is not called collapse.
+TRAINED_STEPS = 500
+
+# Noise. A lead smaller than NOISE_SIGMAS standard deviations of the difference between two
+# scores is a tie. SWD's standard deviation at this sample size is estimated from real images
+# (NOISE_SPLITS random half-splits of the two real samples: two equally good "runs"), FD's by
+# resampling the generated images' features (FD_BOOTSTRAP times).
+NOISE_SIGMAS = 2
+NOISE_SPLITS = 2
+FD_BOOTSTRAP = 10
 
 # Budgets (images seen, wall time, ...) that differ by more than this fraction of the
 # largest make the comparison unfair: a run given twice the images is expected to look better.
@@ -110,7 +120,7 @@ CLASSIFIER_FILE = "classifier.pt"  # kept in the cache folder, reused by every c
 CLASSIFIER_VERSION = 1  # bump when the network, its input, its split or its training changes
 CLASSIFIER_SIZE = 32  # px: layout and shape; the finest texture is SWD's business
 CLASSIFIER_WIDTHS = (32, 64, 128, 256)  # channels of the conv blocks; the last is the feature size
-# Adam steps, whatever the cache size: 3 minutes on a quiet CPU core (6 when busy)
+# Adam steps, whatever the cache size: 7 to 10 minutes on a 2-core CPU, once per cache
 CLASSIFIER_STEPS = 900
 CLASSIFIER_BATCH = 128
 CLASSIFIER_LR = 2e-3  # peak of the one-cycle schedule
@@ -636,7 +646,11 @@ def cache_classifier(cache, device):
     network, info = read_classifier(path, fingerprint)
     if network is not None:
         return network.to(device), info
-    print(f"training the cache's classifier ({info}); kept for later comparisons", file=sys.stderr)
+    print(
+        f"training the cache's classifier ({info}): {CLASSIFIER_STEPS} steps, 7 to 10 minutes on "
+        f"a 2-core CPU, once: it is kept in {path} for later comparisons",
+        file=sys.stderr,
+    )
     start = time.time()
     trained, held_out, _, _ = held_out_split(cache)
     small = resize_uint8(cache.images, CLASSIFIER_SIZE)
@@ -702,6 +716,14 @@ class StructureMeasure:
         features, logits = classify(self.network, images_uint8)
         features = features[: len(self.reference)]
         result = {"fd": frechet_distance(self.reference, features)}
+        if kid:  # the final generator's: how far FD moves with another sample of its images
+            resample = torch.Generator().manual_seed(self.seed)
+            picks = [
+                torch.randint(len(features), (len(features),), generator=resample)
+                for _ in range(FD_BOOTSTRAP)
+            ]
+            spread = [frechet_distance(self.reference, features[pick]) for pick in picks]
+            result["fd_std"] = float(np.std(spread))
         if kid:
             result["kid"] = kernel_distance(self.reference, features, self.seed)
         if labels is not None:
@@ -806,6 +828,24 @@ def real_samples(cache, num_images, seed):
     return cache.images[chosen], cache.images[other], cache.labels[chosen].long()
 
 
+def swd_noise(real, reference, seed):
+    """The standard deviation of one average SWD at this sample size, estimated from two equally
+    good image sets: each random half-split of real and reference gives two SWDs whose
+    difference is noise alone; a difference of two half-size scores has sqrt(2) times the
+    standard deviation of one, and halving the images multiplies it by about sqrt(2) again."""
+    half = len(real) // 2
+    differences = []
+    for split in range(NOISE_SPLITS):
+        order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed + split))
+        first, second = order[:half], order[half : 2 * half]
+        scores = [
+            sliced_wasserstein(real[part], reference[other], seed)["avg"]
+            for part, other in ((first, second), (second, first))
+        ]
+        differences.append(abs(scores[0] - scores[1]))
+    return float(np.mean(differences)) / 2
+
+
 def score_runs(
     runs, real, reference, real_labels, num_images, seed, inception, structure, snapshots=True
 ):
@@ -824,7 +864,9 @@ def score_runs(
         size = run.config.img_size
         real_at_size = resize_uint8(real, size)
         if size not in floors:
-            floors[size] = sliced_wasserstein(real_at_size, resize_uint8(reference, size), seed)
+            reference_at_size = resize_uint8(reference, size)
+            floors[size] = sliced_wasserstein(real_at_size, reference_at_size, seed)
+            floors[size]["noise"] = swd_noise(real_at_size, reference_at_size, seed)
         z = torch.randn(num_images, run.config.z_dim, generator=torch.Generator().manual_seed(seed))
         labels = real_labels if run.conditional else None
         uniform = torch.arange(num_images) % max(len(run.class_names or []), 1)
@@ -868,7 +910,13 @@ def run_warnings(run, score):
                 f"non-finite losses in {bad_rows.sum()} of {bad_rows.size} steps (first at step "
                 f"{first})"
             )
-    if score.diversity < COLLAPSE_RATIO:
+    steps = run.info.get("generator_steps", 0)
+    if score.diversity < COLLAPSE_RATIO and steps < TRAINED_STEPS:
+        warnings.append(
+            f"barely trained ({steps} generator steps): its low diversity ({score.diversity:.2f}) "
+            "says it has not learned yet, not that it collapsed"
+        )
+    elif score.diversity < COLLAPSE_RATIO:
         warnings.append(f"mode collapse: diversity {score.diversity:.2f} < {COLLAPSE_RATIO}")
     if not run.info.get("finished", False):
         warnings.append(f"unfinished: {run.info['epochs_done']} of {run.info['epochs']} epochs")
@@ -933,6 +981,39 @@ def fd_of(score):
     return score.structure["fd"] if score.structure else None
 
 
+def ties(runs, scores, by_swd, by_fd, noise):
+    """The verdict's first sentence when the two leading runs are within the measures' noise on
+    SWD (and on FD where there is one), else None. noise: one SWD's standard deviation."""
+    if len(runs) < 2:
+        return None
+    first, second = by_swd[:2]
+    swd_gap = scores[second].swd["avg"] - scores[first].swd["avg"]
+    swd_margin = NOISE_SIGMAS * math.sqrt(2) * noise
+    if swd_gap >= swd_margin:
+        return None
+    text = (
+        f"No run leads beyond the measures' noise: on SWD {runs[first].variant} "
+        f"(`{runs[first].folder.name}`) scores {scores[first].swd['avg']:.2f} and "
+        f"{runs[second].variant} (`{runs[second].folder.name}`) {scores[second].swd['avg']:.2f} "
+        f"x10^3, {swd_gap:.2f} apart where noise alone reaches {swd_margin:.2f}"
+    )
+    if by_fd:
+        fd_first, fd_second = (scores[index].structure for index in by_fd[:2])
+        fd_gap = fd_second["fd"] - fd_first["fd"]
+        fd_margin = NOISE_SIGMAS * math.hypot(fd_first.get("fd_std", 0), fd_second.get("fd_std", 0))
+        if fd_gap >= fd_margin:
+            leader = runs[by_fd[0]]
+            return (
+                f"On SWD the two leading runs are within noise ({scores[first].swd['avg']:.2f} and "
+                f"{scores[second].swd['avg']:.2f} x10^3, noise alone reaches {swd_margin:.2f}); "
+                f"on {FD_NAME} {leader.variant} (`{leader.folder.name}`) leads, "
+                f"{fd_first['fd']:.2f} against {fd_second['fd']:.2f}, beyond its noise "
+                f"({fd_margin:.2f})."
+            )
+        text += f"; on {FD_NAME} they are {fd_gap:.2f} apart (noise: {fd_margin:.2f})"
+    return text + ". Call it a tie, or score more images (--num-images)."
+
+
 def verdict(runs, scores, floors, warnings, fd_floor=None):
     """A few sentences: which run is best on SWD and on FD, by how much, where, how far to trust it.
 
@@ -952,7 +1033,11 @@ def verdict(runs, scores, floors, warnings, fd_floor=None):
     by_swd = ranked(lambda score: score.swd["avg"])
     by_fd = ranked(fd_of) if all(score.structure for score in scores) else None
     best = by_swd[0]
-    if by_fd and by_fd[0] != best:
+    noise = floors[runs[best].config.img_size].get("noise", 0.0)
+    tie = ties(runs, scores, by_swd, by_fd, noise)
+    if tie:
+        sentences = [tie]
+    elif by_fd and by_fd[0] != best:
         best, other = by_fd[0], by_swd[0]
         levels = [key for key in scores[best].swd if key in scores[other].swd and key != "avg"]
         gaps = {level: scores[other].swd[level] - scores[best].swd[level] for level in levels}
@@ -1004,6 +1089,12 @@ def verdict(runs, scores, floors, warnings, fd_floor=None):
                 f"{FD_NAME}{' agrees' if len(runs) > 1 else ''}: {fd_of(scores[best]):.2f}{others}."
             )
     floor = floors[runs[best].config.img_size]["avg"]
+    if noise:
+        sentences.append(
+            f"Noise: at this sample size one SWD varies by about {noise:.2f} x10^3 (one standard "
+            f"deviation) and FD as the table's ± says; leads within {NOISE_SIGMAS} standard "
+            "deviations of the difference are ties."
+        )
     sentences.append(
         f"For scale, two disjoint samples of real images score {floor:.2f} x10^3 on "
         f"SWD{f' and {fd_floor:.2f} on {FD_NAME}' if fd_floor is not None else ''} at this sample "
@@ -1017,8 +1108,9 @@ def verdict(runs, scores, floors, warnings, fd_floor=None):
             "levels, so compare runs of one size only."
         )
     if warnings[best]:
+        called_best = not tie and (not by_fd or by_fd[0] == by_swd[0])
         sentences.append(
-            f"Caution: the {'best ' if not by_fd or by_fd[0] == by_swd[0] else ''}run "
+            f"Caution: the {'best ' if called_best else ''}run "
             f"{runs[best].variant} has warnings ({'; '.join(warnings[best])})."
         )
     return sentences
@@ -1103,59 +1195,64 @@ def report(runs, scores, floors, caveats, num_images, real_count, structure):
     if skipped and "torchmetrics" in skipped:
         fid_note += " `pip install torchmetrics[image]` adds them."
     conditional = any(run.conditional for run in runs)
+    match_header = f"class match top-1{f' / top-{TOP_K}' if structure.num_classes > TOP_K else ''}"
     header = [
+        "variant",
+        "run",
+        "epochs",
+        "G steps",
+        "wall time (s)",
+        "SWD x10^3",
+        FD_NAME,
+        *([match_header] if conditional else []),
+        "diversity",
+        "warnings",
+    ]
+    sizes_header = [
         "variant",
         "run",
         "G params",
         "critic params",
-        "epochs",
-        "G steps",
-        "wall time (s)",
         "images/s",
         "device",
-        "SWD x10^3",
-        FD_NAME,
         "KID (cache CNN)",
         "FID / KID",
-        "diversity",
-        *(
-            [f"class match top-1{f' / top-{TOP_K}' if structure.num_classes > TOP_K else ''}"]
-            if conditional
-            else []
-        ),
-        "warnings",
     ]
-    rows = []
+    rows, sizes_rows = [], []
     for run, score, warning in zip(runs, scores, warnings):
         quality = score.structure
-        match = (
-            accuracy(quality, structure.num_classes)
-            if quality and run.conditional
-            else "skipped"
-            if run.conditional
-            else "- (unconditional)"
-        )
+        if quality and run.conditional:
+            match = accuracy(quality, structure.num_classes)
+        else:
+            match = "skipped" if run.conditional else "- (unconditional)"
+        fd = "skipped"
+        if quality:
+            spread = f" ± {quality['fd_std']:.2f}" if "fd_std" in quality else ""
+            fd = f"{quality['fd']:.2f}{spread}"
         rows.append(
+            [
+                run.variant,
+                f"`{run.folder}`",
+                f"{run.info['epochs_done']}/{run.info['epochs']}",
+                f"{run.info['generator_steps']:,}",
+                f"{run.info['wall_time_s']:,.1f}",
+                f"{score.swd['avg']:.2f}",
+                fd,
+                *([match] if conditional else []),
+                f"{score.diversity:.2f}",
+                "; ".join(warning) or "none",
+            ]
+        )
+        sizes_rows.append(
             [
                 run.variant,
                 f"`{run.folder}`",
                 f"{run.info['generator_params']:,}",
                 f"{run.info['critic_params']:,}",
-                f"{run.info['epochs_done']}/{run.info['epochs']}",
-                f"{run.info['generator_steps']:,}",
-                f"{run.info['wall_time_s']:,.1f}",
                 f"{run.info['images_per_s']:,.1f}",
                 run.info["device"],
-                f"{score.swd['avg']:.2f}",
-                *(
-                    [f"{quality['fd']:.2f}", f"{quality['kid']:.3f}"]
-                    if quality
-                    else ["skipped"] * 2
-                ),
+                f"{quality['kid']:.3f}" if quality else "skipped",
                 "skipped" if skipped else score.inception,
-                f"{score.diversity:.2f}",
-                *([match] if conditional else []),
-                "; ".join(warning) or "none",
             ]
         )
     # Runs at different image sizes have different pyramids: one column per level found anywhere.
@@ -1186,6 +1283,10 @@ def report(runs, scores, floors, caveats, num_images, real_count, structure):
         f"diversity: mean pairwise distance of generated over real images at {DIVERSITY_SIZE} px, "
         "mode collapse flagged below "
         f"{COLLAPSE_RATIO}.{structure_note(structure, conditional and num_images)}{fid_note}",
+        "",
+        "## Sizes, speed and more measures",
+        "",
+        *markdown_table(sizes_header, sizes_rows),
         "",
         "## SWD per Laplacian-pyramid level (x10^3)"
         + ("" if structure.skipped else f" and {FD_NAME}"),
@@ -1471,6 +1572,13 @@ def main(argv=None):
         caveats.append(
             f"the runs trained on different caches ({', '.join(sorted(caches))}); "
             f"all are scored against {cache}"
+        )
+    kinds = {run.conditional for run in runs}
+    if len(kinds) > 1:
+        caveats.append(
+            "conditional and unconditional runs side by side: a conditional run is told which "
+            "class to draw and is scored on the data's class mix, so its lead may be the labels' "
+            "help rather than its method's"
         )
     if num_images < args.num_images:
         caveats.append(

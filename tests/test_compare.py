@@ -273,6 +273,7 @@ def write_run(
     metrics_rows=None,
     snapshots=(),
     conditional=False,
+    generator_steps=1000,
 ):
     folder.mkdir()
     config = {"z_dim": 8, "img_size": 32, "conditional": conditional}
@@ -287,7 +288,7 @@ def write_run(
         "critic_params": 6789,
         "epochs_done": epochs_done,
         "epochs": 2,
-        "generator_steps": 10,
+        "generator_steps": generator_steps,
         "critic_steps": 50,
         "images_seen": images_seen,
         "wall_time_s": 10.0,
@@ -317,6 +318,14 @@ def table_rows(markdown):
     """The main table's data rows, as lists of cells."""
     table = markdown.split("\n\n")[1].splitlines()[2:]
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+
+
+def sizes_rows(markdown):
+    """The rows of the table of sizes, speed and more measures."""
+    table = markdown.split("## Sizes, speed and more measures")[1].split("\n\n")[1]
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]
+    ]
 
 
 def curve_rows(markdown):
@@ -364,30 +373,31 @@ def test_report_ranks_runs_and_warns_about_collapse_nan_and_budgets(stand_ins, c
 
     markdown = (out_dir / "comparison.md").read_text()
     assert markdown in capsys.readouterr().out
-    rows = table_rows(markdown)
-    assert [row[0] for row in rows] == ["WGAN-GP", "DCGAN"]
-    assert rows[0][2:4] == ["12,345", "6,789"]
+    rows, sizes = table_rows(markdown), sizes_rows(markdown)
+    assert [row[0] for row in rows] == [row[0] for row in sizes] == ["WGAN-GP", "DCGAN"]
+    assert len(rows[0]) == 9, "the main table stays narrow"
+    assert sizes[0][2:4] == ["12,345", "6,789"]
     good_warnings, collapsed_warnings = rows[0][-1], rows[1][-1]
     assert good_warnings == "none"
     assert "mode collapse" in collapsed_warnings
     assert "non-finite losses in 3 of 3 steps" in collapsed_warnings
     assert "unfinished: 1 of 2 epochs" in collapsed_warnings
     # FID / KID without torchmetrics: the reason once, below
-    assert rows[0][12] == rows[1][12] == "skipped"
+    assert sizes[0][7] == sizes[1][7] == "skipped"
     assert (
         markdown.count("FID / KID skipped: ") == 1 and "pip install torchmetrics[image]" in markdown
     )
-    assert rows[0][10:12] == ["skipped", "skipped"], "one class: no classifier of classes"
+    assert rows[0][6] == sizes[0][6] == "skipped", "one class: no classifier of classes"
     assert markdown.count("FD (cache CNN) and KID skipped: the cache has one class") == 1
     assert "images seen differ by more than 10%: GAN_output 1,000, DCGAN_output 2,000" in markdown
     assert "epochs differ" in markdown
     assert "Best on SWD: WGAN-GP (`GAN_output`)" in markdown
-    assert float(rows[0][9]) < float(rows[1][9])
+    assert float(rows[0][5]) < float(rows[1][5])
     # The epoch-1 snapshot (collapsed) scores worse than the final generator, which is not scored
     # twice.
     cells = curve_rows(markdown)[0]
     epoch_1, epoch_2 = (float(point.split(": ")[1]) for point in cells[2].split(", "))
-    assert cells[:2] == ["WGAN-GP", f"`{good}`"] and epoch_1 > epoch_2 == float(rows[0][9])
+    assert cells[:2] == ["WGAN-GP", f"`{good}`"] and epoch_1 > epoch_2 == float(rows[0][5])
     assert cells[3] == "SWD best at the end: more epochs may help"
 
     with Image.open(out_dir / "comparison.png") as figure:
@@ -511,17 +521,24 @@ def test_compare_two_real_gan_complete_runs(tmp_path, capsys, monkeypatch):
     out_dir = tmp_path / "comparison"
     assert compare.main([str(wide), str(narrow), "--out-dir", str(out_dir)]) == 0
 
-    markdown = capsys.readouterr().out
+    printed = capsys.readouterr()
+    markdown = printed.out
+    # said before the minutes it takes, the first time a cache is compared
+    assert "training the cache's classifier" in printed.err and "once: it is kept in" in printed.err
     assert (out_dir / "comparison.md").read_text() in markdown
-    rows = table_rows(markdown)
+    rows, sizes = table_rows(markdown), sizes_rows(markdown)
     assert len(rows) == 2 and {row[0] for row in rows} == {"WGAN-GP"}
-    for row, folder in zip(rows, (wide, narrow)):
+    for row, folder in zip(sizes, (wide, narrow)):
         info = json.loads((folder / "run_info.json").read_text())
         assert row[1] == f"`{folder}`"
         assert row[2:4] == [f"{info['generator_params']:,}", f"{info['critic_params']:,}"]
-    assert rows[0][2] != rows[1][2], "--g-channels 8 gives a smaller generator"
+    assert sizes[0][2] != sizes[1][2], "--g-channels 8 gives a smaller generator"
     assert "images seen differ by more than 10%" in markdown and "epochs differ" in markdown
-    assert "Best on SWD: WGAN-GP" in markdown
+    # one epoch each: a lead, or a tie within the measures' noise, which the verdict then says
+    assert (
+        "Best on SWD: WGAN-GP" in markdown or "No run leads beyond the measures' noise" in markdown
+    )
+    assert "Noise: at this sample size one SWD varies by about" in markdown
     with Image.open(out_dir / "comparison.png") as figure:
         assert figure.format == "PNG"
         assert figure.size == expected_figure_size(rows=2, with_quality=True)
@@ -534,7 +551,8 @@ def test_compare_two_real_gan_complete_runs(tmp_path, capsys, monkeypatch):
     # The synthetic cache has 10 classes: its classifier was trained once and kept beside it.
     (cache,) = (tmp_path / "cache").iterdir()
     assert (cache / compare.CLASSIFIER_FILE).is_file()
-    assert all(float(row[10]) > 0 for row in rows), "FD (cache CNN) of each run"
+    assert all(float(row[6].split(" ± ")[0]) > 0 for row in rows), "FD (cache CNN) of each run"
+    assert all(float(row[6].split(" ± ")[1]) > 0 for row in rows), "and how much it varies"
     assert "Not FID" in markdown
 
 
@@ -647,10 +665,11 @@ def test_conditional_runs_get_their_class_match_beside_real_accuracy_and_chance(
 
     markdown = capsys.readouterr().out
     rows = table_rows(markdown)
-    right_match, wrong_match = (float(row[14].split(" / ")[0].rstrip("%")) for row in rows[:2])
+    right_match, wrong_match = (float(row[7].split(" / ")[0].rstrip("%")) for row in rows[:2])
     assert right_match > 90 and wrong_match < 10
-    assert rows[2][14] == "- (unconditional)"
-    assert "/" not in rows[0][14], "top-5 of four classes says nothing: top-1 only"
+    assert rows[2][7] == "- (unconditional)"
+    assert "/" not in rows[0][7], "top-5 of four classes says nothing: top-1 only"
+    assert "conditional and unconditional runs side by side" in markdown
     assert "chance 25.0%" in markdown and "on held-out real images it scores" in markdown
     assert "Not FID" in markdown
 
@@ -704,6 +723,46 @@ def test_a_conditional_run_is_scored_on_the_datas_class_frequencies_and_matched_
     drawn = (centre - PALETTE[:, :, 0, 0].T[None]).square().sum(1).argmin(1)
     assert torch.equal(drawn, real_labels)  # as the real images it is compared with: 2/3 of class a
     assert score.structure["top1"] > 0.9  # and the class match asked for each class as often
+
+
+def test_leads_within_the_measures_noise_are_ties():
+    runs = [
+        types.SimpleNamespace(
+            variant="WGAN-GP", folder=Path(name), config=StandInConfig(img_size=64)
+        )
+        for name in ("run", "resumed")
+    ]
+
+    def score(swd, fd):
+        return types.SimpleNamespace(
+            swd={"64px": swd, "avg": swd}, structure={"fd": fd, "fd_std": 0.4}
+        )
+
+    floors = {64: {"avg": 10.0, "noise": 0.15}}  # two SWDs differ by up to 2 * sqrt(2) * 0.15
+    # the issue's case: the same settings, one run interrupted and resumed
+    text = " ".join(
+        compare.verdict(runs, [score(27.99, 23.1), score(27.93, 23.3)], floors, [[], []])
+    )
+    assert "Best on" not in text and "No run leads beyond the measures' noise" in text
+    assert "0.06 apart where noise alone reaches 0.42" in text and "Call it a tie" in text
+    # a clear lead on FD, none on SWD: FD decides, and SWD is said to be within noise
+    text = " ".join(
+        compare.verdict(runs, [score(27.99, 23.1), score(27.93, 30.0)], floors, [[], []])
+    )
+    assert "On SWD the two leading runs are within noise" in text
+    assert "on FD (cache CNN) WGAN-GP (`run`) leads, 23.10 against 30.00" in text
+    # beyond the noise on both: a best run, as before
+    text = " ".join(compare.verdict(runs, [score(20.0, 20.0), score(27.9, 30.0)], floors, [[], []]))
+    assert text.startswith("Best on SWD: WGAN-GP (`run`)")
+
+
+def test_a_barely_trained_run_is_not_called_collapsed(stand_ins, capsys):
+    short = write_run(
+        stand_ins / "WGAN_clip_output", "WGAN-clip", "dcgan", b"collapsed", generator_steps=95
+    )
+    assert compare.main([str(short), "--out-dir", str(stand_ins / "comparison")]) == 0
+    warnings = table_rows(capsys.readouterr().out)[0][-1]
+    assert "barely trained (95 generator steps)" in warnings and "mode collapse" not in warnings
 
 
 def test_the_verdict_says_where_swd_and_fd_disagree_and_calls_no_run_best():
