@@ -54,6 +54,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
@@ -136,12 +137,20 @@ def weights_init(module):
     """DCGAN initialisation (Radford et al. 2015): N(0, 0.02) weights, N(1, 0.02) norm scales.
     Class embeddings keep their own (the models' __init__)."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
+        nn.init.normal_(learned_weight(module), 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, (nn.BatchNorm2d, nn.InstanceNorm2d)) and module.weight is not None:
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
+
+
+def learned_weight(module):
+    """The weight tensor a layer learns: under a parametrisation (sngan.py's spectral norm) the
+    stored original, not the normalised weight computed from it at each use."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    return module.weight
 
 
 def upsample(config, channels_in, channels_out, bias):
@@ -193,33 +202,45 @@ def critic_norm(channels):
     return nn.BatchNorm2d(channels)
 
 
+def critic_layer(layer):
+    """A critic layer as it is: WGAN-clip keeps the critic Lipschitz by clamping every weight after
+    each step (clip_weights), not inside its layers."""
+    return layer
+
+
 class Discriminator(nn.Module):
     """The critic (a WGAN's name) or discriminator (DCGAN's): strided Conv2d blocks with critic_norm
     on all but the first, LeakyReLU(0.2), to phi(x) (d_channels x 4 x 4), then a 4x4 conv psi to one
     unbounded score (a Wasserstein score, or DCGAN's logit; no sigmoid, the loss holds it).
     Conditional: the projection discriminator (Miyato & Koyama 2018), D(x, y) = psi(phi(x)) +
     <embed(y), phi(x)>; the embedding is a critic weight (clipped by WGAN-clip, penalised by
-    WGAN-GP)."""
+    WGAN-GP). Every weighted layer passes through critic_layer: the method's Lipschitz
+    constraint where it lives in the layers (sngan.py's spectral norm), else the layer as it is."""
 
     def __init__(self, config, num_classes=0, image_channels=3):
         super().__init__()
         blocks = int(math.log2(config.img_size)) - 2  # img_size -> 4
         channels = config.d_channels // 2 ** (blocks - 1)
         # no norm on the input
-        layers = [nn.Conv2d(image_channels, channels, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        layers = [
+            critic_layer(nn.Conv2d(image_channels, channels, 4, 2, 1)),
+            nn.LeakyReLU(0.2, True),
+        ]
         for _ in range(blocks - 1):
             layers += [
-                nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False),
+                critic_layer(nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False)),
                 critic_norm(channels * 2),
                 nn.LeakyReLU(0.2, True),
             ]
             channels *= 2
         self.features = nn.Sequential(*layers)
-        self.score = nn.Conv2d(channels, 1, 4, 1, 0)
-        self.embed = nn.Embedding(num_classes, channels * 4 * 4) if num_classes else None
-        # on the scale of psi's weights, so neither term drowns the other
-        if self.embed is not None:
-            nn.init.normal_(self.embed.weight, 0.0, 0.02)
+        self.score = critic_layer(nn.Conv2d(channels, 1, 4, 1, 0))
+        self.embed = None
+        if num_classes:
+            embed = nn.Embedding(num_classes, channels * 4 * 4)
+            # on the scale of psi's weights, so neither term drowns the other
+            nn.init.normal_(embed.weight, 0.0, 0.02)
+            self.embed = critic_layer(embed)
 
     def forward(self, x, labels=None, with_features=False):
         """D(x, y); with_features: (D(x, y), phi(x) flattened), for feature matching."""

@@ -1,4 +1,4 @@
-"""The three training scripts share their common blocks word for word (tools/shared_blocks.py)."""
+"""The training scripts share their common blocks word for word (tools/shared_blocks.py)."""
 
 import sys
 
@@ -14,7 +14,7 @@ def read(name):
 
 def test_the_three_scripts_share_their_common_blocks():
     reference = read("gan_complete.py")
-    for other in ("wgan_clip.py", "dcgan.py"):
+    for other in ("wgan_clip.py", "dcgan.py", "sngan.py"):
         assert shared_blocks.drift(reference, read(other)) == [], (
             f"{other} drifted from gan_complete.py: run `python tools/shared_blocks.py --sync`"
         )

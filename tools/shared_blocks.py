@@ -1,4 +1,4 @@
-"""The three training scripts share their common blocks word for word.
+"""The training scripts share their common blocks word for word.
 
     python tools/shared_blocks.py          # list the blocks that drifted from gan_complete.py
     python tools/shared_blocks.py --sync   # copy gan_complete.py's shared blocks into the others
@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = "gan_complete.py"
-SCRIPTS = [REFERENCE, "wgan_clip.py", "dcgan.py"]
+SCRIPTS = [REFERENCE, "wgan_clip.py", "dcgan.py", "sngan.py"]
 METHOD_SPECIFIC = {
     "__doc__",
     "VARIANT",
@@ -28,6 +28,7 @@ METHOD_SPECIFIC = {
     "make_optimizers",
     "critic_norm",
     "InstanceNormFP32",
+    "critic_layer",
     "PRESETS",
     "compute_gradient_penalty",
     "clip_weights",
