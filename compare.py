@@ -2,10 +2,11 @@
 
     python compare.py GAN_output WGAN_clip_output DCGAN_output --out-dir comparison
 
-Nothing is retrained. Each run folder is what `gan_complete.py`, `wgan_clip.py` or `dcgan.py`
-left behind (config.json, metrics.csv, run_info.json, generator.pkl, and snapshots/ when kept);
-the generator is loaded through its own script's restricted loader, and every run draws its
-samples from the same fixed noise (same seed), so the sample grids differ only by the model.
+Nothing is retrained. Each run folder is what `gan_complete.py`, `wgan_clip.py`, `dcgan.py` or
+`sngan.py` left behind (config.json, metrics.csv, run_info.json, generator.pkl, and snapshots/
+when kept); the generator is loaded through its own script's restricted loader, and every run
+draws its samples from the same fixed noise (same seed), so the sample grids differ only by the
+model.
 
 Outputs in --out-dir:
 - comparison.png: one row per run: final samples, losses against step (raw, faint, and
@@ -57,7 +58,7 @@ import preprocess
 
 # The training scripts a run folder may come from (config.json "script"). Only these are
 # imported: the name comes from a file, and importing whatever it says would run any module.
-SCRIPTS = ("gan_complete", "wgan_clip", "dcgan")
+SCRIPTS = ("gan_complete", "wgan_clip", "dcgan", "sngan")
 REQUIRED_FILES = ("config.json", "run_info.json", "metrics.csv", "generator.pkl")
 METRICS_COLUMNS = ("step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time")
 SNAPSHOT_NAME = re.compile(r"generator_epoch_(\d+)\.pkl")  # snapshots/ of a run, see snapshot_every
@@ -1451,7 +1452,7 @@ def make_figure(runs, scores, floors, fd_floor, samples_shown, seed):
 def build_parser():
     parser = argparse.ArgumentParser(
         description=(
-            "Compare finished GAN runs (gan_complete.py, wgan_clip.py, dcgan.py output folders)\n"
+            "Compare finished GAN runs (output folders of gan_complete.py and its siblings)\n"
             "without retraining: a figure of samples, losses and SWD / FD by epoch per run, and a\n"
             "Markdown table of sizes, budgets, SWD, FD / KID of the cache's own CNN (and\n"
             "Inception FID/KID when torchmetrics is installed), diversity, the class match of\n"

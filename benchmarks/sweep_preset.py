@@ -1,11 +1,10 @@
-"""The sweep behind `gan_complete.py --preset cpu`: candidates trained for the same wall-clock
-budget.
+"""The sweeps behind `--preset cpu`: candidates trained for the same wall-clock budget.
 
     python benchmarks/sweep_preset.py --minutes 4 --data-dir ../shared/data/flowers102 \\
         base="--g-channels 64 --d-channels 64" wide_g="--g-channels 128 --d-channels 64" ...
     python benchmarks/sweep_preset.py --table docs/preset_cpu/sweep.md   # the table of every result
 
-Each candidate is a name and the flags it adds to gan_complete.py. Every one trains with --minutes
+Each candidate is a name and the flags it adds to --script (gan_complete.py, or sngan.py, ...). Every one trains with --minutes
 (equal wall time, not equal epochs; the data stage is not counted) and a constant learning rate,
 unless its flags say otherwise; then its final (EMA) generator is scored as compare.py scores it:
 SWD against the unrotated real images and FD in the features of the cache's CNN, on the same
@@ -67,7 +66,7 @@ def train_and_score(name, flags, args):
     folder = Path(args.out) / f"{name}_{args.minutes:g}min"
     command = [
         sys.executable,
-        str(ROOT / "gan_complete.py"),
+        str(ROOT / args.script),
         "--data-dir",
         args.data_dir,
         "--cache-dir",
@@ -141,6 +140,7 @@ def main():
     parser.add_argument(
         "--minutes", type=float, default=10.0, help="training budget of every candidate"
     )
+    parser.add_argument("--script", default="gan_complete.py", help="the training script")
     parser.add_argument("--data-dir", default=".")
     parser.add_argument("--cache-dir", default="cache")
     parser.add_argument(

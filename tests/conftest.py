@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the scripts are importable modules: `import gan_complete`
 
-SCRIPTS = ["gan_complete", "wgan_clip", "dcgan"]
+SCRIPTS = ["gan_complete", "wgan_clip", "dcgan", "sngan"]
 
 
 def tiny_args(cache_dir, out_dir, *extra):

@@ -17,7 +17,7 @@ def weights(path):
     return MODULES["gan_complete"].load_state_dict_safely(path)
 
 
-@pytest.mark.parametrize("script", ["gan_complete", "dcgan"])
+@pytest.mark.parametrize("script", ["gan_complete", "dcgan", "sngan"])
 def test_a_spent_budget_ends_the_run_mid_epoch_and_a_resume_finishes_it_as_if_never_stopped(
     script, cache_dir, tmp_path, capsys
 ):

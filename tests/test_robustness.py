@@ -62,6 +62,7 @@ def interrupt_after_first_epoch(script, args, signum):
             ["--amp", "off", "--lr-schedule", "linear", "--warmup-steps", "40"],
         ),
         ("wgan_clip", signal.SIGINT, ["--lr-schedule", "cosine", "--warmup-steps", "7"]),
+        ("sngan", signal.SIGTERM, []),  # the spectral norm's u and v come back from the checkpoint
     ],
 )
 def test_a_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(
