@@ -4,7 +4,8 @@
         base="--g-channels 64 --d-channels 64" wide_g="--g-channels 128 --d-channels 64" ...
     python benchmarks/sweep_preset.py --table docs/preset_cpu/sweep.md   # the table of every result
 
-Each candidate is a name and the flags it adds to --script (gan_complete.py, or sngan.py, ...). Every one trains with --minutes
+Each candidate is a name and the flags it adds to --script (gan_complete.py, sngan.py, ...).
+Every one trains with --minutes
 (equal wall time, not equal epochs; the data stage is not counted) and a constant learning rate,
 unless its flags say otherwise; then its final (EMA) generator is scored as compare.py scores it:
 SWD against the unrotated real images and FD in the features of the cache's CNN, on the same
