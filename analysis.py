@@ -324,14 +324,15 @@ def plot_latent_pairs(pairs, summary, images, z, image_distance, z_distance, out
         colour = colours[pair.name.split()[0]]
         point = (pair.image_distance, pair.z_distance)
         scatter.plot(*point, "o", color=colour, markersize=8)
-        # labels alternate above and below, so that two pairs on one spot stay readable
+        # inward from the plot's edge (similar pairs sit left, dissimilar right), alternately
+        # above and below, so that two pairs on one spot stay readable
         scatter.annotate(
             pair.name,
             point,
             color=colour,
             fontsize=9,
             textcoords="offset points",
-            xytext=(-40, 8 if n % 2 else -14),
+            xytext=(8 if pair.name.startswith("similar") else -72, 8 if n % 2 else -14),
         )
     scatter.set_xlabel("image distance (L2, 32x32)")
     scatter.set_ylabel("z distance (L2)")
