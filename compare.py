@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure  # the OO API: files only, no display, no global backend change
 from matplotlib.ticker import MaxNLocator
+from torchvision.transforms.functional import rgb_to_grayscale
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
@@ -117,11 +118,15 @@ BATCH = 250  # images per generator, classifier or resize call: bounds memory at
 # its 64 px texture gets worse, at the same average SWD. The cache's own classifier compares whole
 # images instead: FD and KID between the penultimate features (global average pooling of its last
 # block) of generated and held-out real images. Trained on the cache itself: nothing to download.
-CLASSIFIER_FILE = "classifier.pt"  # kept in the cache folder, reused by every comparison on it
-CLASSIFIER_VERSION = 1  # bump when the network, its input, its split or its training changes
-CLASSIFIER_SIZE = 32  # px: layout and shape; the finest texture is SWD's business
-CLASSIFIER_WIDTHS = (32, 64, 128, 256)  # channels of the conv blocks; the last is the feature size
-# Adam steps, whatever the cache size: 7 to 10 minutes on a 2-core CPU, once per cache
+CLASSIFIER_FILES = {
+    False: "classifier.pt",
+    True: "classifier_grey.pt",
+}  # by grey: kept in the cache
+CLASSIFIER_VERSION = 2  # bump when the network, its input, its split or its training changes
+# px: the cache's own size up to this. At 32 px a flower class is mostly its colour; at 64 px the
+# classifier sees the shape of the petals too.
+CLASSIFIER_MAX_SIZE = 64
+CLASSIFIER_WIDTHS = (16, 32, 64, 128, 256)  # channels of the conv blocks; the last: feature size
 CLASSIFIER_STEPS = 900
 CLASSIFIER_BATCH = 128
 CLASSIFIER_LR = 2e-3  # peak of the one-cycle schedule
@@ -131,6 +136,7 @@ CLASSIFIER_SEED = 0  # fixed, not --seed: one classifier per cache, whatever the
 HELD_OUT = 0.25  # of the source images (all their rotated copies) never trained on
 KID_SUBSETS = 50  # random subsets of up to KID_SUBSET images each; KID is their mean
 TOP_K = 5  # the class match also reports top-5 (102 classes: top-1 alone is harsh)
+CONFUSED_PAIRS = 5  # the most frequent (asked, seen) class mistakes named per conditional run
 
 
 class RunError(Exception):
@@ -479,11 +485,17 @@ def structure_network(channels, num_classes):
             torch.nn.Conv2d(width_in, width, 3, padding=1, bias=False),
             torch.nn.BatchNorm2d(width),
             torch.nn.ReLU(),
-            torch.nn.MaxPool2d(2),
+            torch.nn.MaxPool2d(2, ceil_mode=True),  # a 1 px map stays 1 px: small images pass
         ]
         width_in = width
     features = torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     return torch.nn.Sequential(features, torch.nn.Linear(width_in, num_classes))
+
+
+def classifier_view(images_uint8, size, grey):
+    """What a classifier sees: the images at its size, and in grey (luma) for a grey one."""
+    images = resize_uint8(images_uint8, size)
+    return rgb_to_grayscale(images) if grey and images.shape[1] == 3 else images
 
 
 def held_out_split(cache):
@@ -528,7 +540,8 @@ def as_input(images_uint8):
 
 
 def train_classifier(images, labels, num_classes, device):
-    """A structure_network fitted to images (uint8, CLASSIFIER_SIZE px): Adam, one-cycle LR."""
+    """A structure_network fitted to images (uint8, as the classifier sees them): Adam, one-cycle
+    LR."""
     # a fixed initialisation that leaves the global RNG alone
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(CLASSIFIER_SEED)
@@ -551,16 +564,27 @@ def train_classifier(images, labels, num_classes, device):
     return network.eval()
 
 
-@torch.inference_mode()
-def classify(network, images_uint8):
-    """(penultimate features as float64, logits) of uint8 images of any size."""
-    device = next(network.parameters()).device
-    features, logits = [], []
-    for chunk in resize_uint8(images_uint8, CLASSIFIER_SIZE).split(BATCH):
-        feature = network[0](as_input(chunk).to(device))
-        features.append(feature.double().cpu())
-        logits.append(network[1](feature).float().cpu())
-    return torch.cat(features), torch.cat(logits)
+@dataclass
+class Classifier:
+    """A structure_network, what it sees and how well it knows held-out real images."""
+
+    network: torch.nn.Sequential
+    size: int  # px: every image is resized to this first
+    grey: bool  # sees luma only: colour cannot tell it the class
+    info: dict  # CLASSIFIER_INFO: accuracy on held-out real images, training time and images
+    path: Path  # where it is kept
+
+    @torch.inference_mode()
+    def __call__(self, images_uint8):
+        """(penultimate features as float64, logits) of uint8 images of any size."""
+        device = next(self.network.parameters()).device
+        features, logits = [], []
+        for chunk in images_uint8.split(BATCH):
+            seen = as_input(classifier_view(chunk, self.size, self.grey)).to(device)
+            feature = self.network[0](seen)
+            features.append(feature.double().cpu())
+            logits.append(self.network[1](feature).float().cpu())
+        return torch.cat(features), torch.cat(logits)
 
 
 def top_k_accuracy(logits, labels, k):
@@ -605,11 +629,12 @@ def kernel_distance(a, b, seed, subsets=KID_SUBSETS):
     return torch.stack(estimates).mean().item()
 
 
-def cache_fingerprint(cache):
-    """What the classifier was trained on: the images, labels and copy grouping, hashed."""
+def cache_fingerprint(cache, grey):
+    """What a classifier was trained on: the images, labels and copy grouping, hashed, and how it
+    sees them."""
     digest = hashlib.sha256(cache.images.contiguous().numpy())
     digest.update(cache.labels.contiguous().numpy())
-    digest.update(f"{cache.copies} {CLASSIFIER_VERSION}".encode())
+    digest.update(f"{cache.copies} {CLASSIFIER_VERSION} grey={grey}".encode())
     return digest.hexdigest()
 
 
@@ -639,26 +664,29 @@ def read_classifier(path, fingerprint):
         return None, f"{path} is unreadable ({type(error).__name__})"
 
 
-def cache_classifier(cache, device):
-    """The cache's classifier and its info: from <cache>/classifier.pt, or trained now and kept
-    there."""
-    path = cache.path / CLASSIFIER_FILE
-    fingerprint = cache_fingerprint(cache)
+def cache_classifier(cache, device, grey=False):
+    """The cache's Classifier (a grey one: colour-blind): from its file in the cache folder, or
+    trained now and kept there."""
+    path = cache.path / CLASSIFIER_FILES[grey]
+    size = min(cache.images.shape[-1], CLASSIFIER_MAX_SIZE)
+    fingerprint = cache_fingerprint(cache, grey)
     network, info = read_classifier(path, fingerprint)
     if network is not None:
-        return network.to(device), info
+        return Classifier(network.to(device), size, grey, info, path)
     print(
-        f"training the cache's classifier ({info}): {CLASSIFIER_STEPS} steps, 7 to 10 minutes on "
-        f"a 2-core CPU, once: it is kept in {path} for later comparisons",
+        f"training the cache's {'grey ' if grey else ''}classifier ({info}): {CLASSIFIER_STEPS} "
+        f"steps, about 3 minutes on a 2-core CPU, once: it is kept in {path} for later "
+        "comparisons",
         file=sys.stderr,
     )
     start = time.time()
     trained, held_out, _, _ = held_out_split(cache)
-    small = resize_uint8(cache.images, CLASSIFIER_SIZE)
-    network = train_classifier(small[trained], cache.labels[trained], len(cache.classes), device)
-    _, logits = classify(network, small[held_out])
+    seen = classifier_view(cache.images[trained], size, grey)
+    network = train_classifier(seen, cache.labels[trained], len(cache.classes), device)
+    classifier = Classifier(network, size, grey, {}, path)
+    _, logits = classifier(cache.images[held_out])
     labels = cache.labels[held_out]
-    info = {
+    classifier.info = {
         "top1": top_k_accuracy(logits, labels, 1),
         "top5": top_k_accuracy(logits, labels, TOP_K),
         "train_seconds": time.time() - start,
@@ -667,29 +695,25 @@ def cache_classifier(cache, device):
     }
     saved = {
         "fingerprint": fingerprint,
-        "channels": cache.images.shape[1],
+        "channels": seen.shape[1],
         "num_classes": len(cache.classes),
         "state_dict": {key: value.cpu() for key, value in network.state_dict().items()},
-        **info,
+        **classifier.info,
     }
     try:
         preprocess.write_atomically(path, lambda file: torch.save(saved, file))
     # a read-only cache: the numbers stand, the next comparison trains again
     except OSError as error:
         print(f"note: cannot keep the classifier in {path} ({one_line(error)})", file=sys.stderr)
-    return network, info
+    return classifier
 
 
 class StructureMeasure:
-    """FD and KID between generated and held-out real images in the cache classifier's features,
-    and the class match of conditional runs. `skipped` holds the reason when there is none."""
+    """FD and KID between generated and held-out real images in the cache classifier's features.
+    `skipped` holds the reason when there is none."""
 
     def __init__(self, cache, num_images, seed, device="cpu", enabled=True):
-        self.seed, self.num_classes, self.path = (
-            seed,
-            len(cache.classes),
-            cache.path / CLASSIFIER_FILE,
-        )
+        self.seed, self.num_classes = seed, len(cache.classes)
         self.skipped = None if enabled else "skipped: --no-structure given"
         if enabled and self.num_classes < 2:
             self.skipped = (
@@ -700,22 +724,20 @@ class StructureMeasure:
             self.skipped = "skipped: fewer than 8 source images in the cache"
         if self.skipped:
             return
-        self.network, self.info = cache_classifier(cache, device)
+        self.classifier = cache_classifier(cache, device)
         _, _, half_a, half_b = held_out_split(cache)
         count = min(num_images, len(half_a), len(half_b))
-        self.reference = classify(self.network, cache.images[half_a[:count]])[0]
+        self.reference = self.classifier(cache.images[half_a[:count]])[0]
         self.floor = self(cache.images[half_b[:count]])
 
-    def __call__(self, images_uint8, labels=None, kid=True):
-        """{"fd", "kid" (unless kid=False), and "top1", "top5" when labels are given}, or None if
-        skipped.
+    def __call__(self, images_uint8, kid=True):
+        """{"fd", and "fd_std", "kid" unless kid=False}, or None if skipped.
 
         FD and KID use as many images as the reference has, so that they sit on the floor's footing.
         """
         if self.skipped:
             return None
-        features, logits = classify(self.network, images_uint8)
-        features = features[: len(self.reference)]
+        features = self.classifier(images_uint8)[0][: len(self.reference)]
         result = {"fd": frechet_distance(self.reference, features)}
         if kid:  # the final generator's: how far FD moves with another sample of its images
             resample = torch.Generator().manual_seed(self.seed)
@@ -725,13 +747,85 @@ class StructureMeasure:
             ]
             spread = [frechet_distance(self.reference, features[pick]) for pick in picks]
             result["fd_std"] = float(np.std(spread))
-        if kid:
             result["kid"] = kernel_distance(self.reference, features, self.seed)
-        if labels is not None:
-            result.update(
-                top1=top_k_accuracy(logits, labels, 1), top5=top_k_accuracy(logits, labels, TOP_K)
-            )
         return result
+
+
+class ClassMeasure:
+    """How well a conditional generator draws the class it is asked for, each figure beside what
+    held-out real images score:
+
+    - class match: how often the classifier recognises an image drawn for class c as c, over
+      images spread evenly over the classes; and the grey classifier's (colour-blind: shape and
+      shading alone). Their ceilings: their accuracy on held-out real images.
+    - per-class KID: KID between the images drawn for a class and held-out real images of that
+      class, in the classifier's features, averaged over the classes; the floor is two disjoint
+      halves of the held-out real images.
+    - within-class diversity: mean pairwise distance (as diversity()) among a class's images,
+      generated over real, summed over the classes: 0 for one image per class, 1 for as varied as
+      the real classes.
+    - the most-confused pairs: the class asked for and the class seen instead, most often.
+    """
+
+    def __init__(self, cache, structure, num_images, seed, device="cpu"):
+        self.colour, self.seed, self.classes = structure.classifier, seed, cache.classes
+        grey_already = cache.images.shape[1] == 1
+        self.grey = self.colour if grey_already else cache_classifier(cache, device, grey=True)
+        self.uniform = torch.arange(num_images) % len(cache.classes)
+        _, _, half_a, half_b = held_out_split(cache)
+        self.real = self.by_class(cache.images[half_a], cache.labels[half_a].long())
+        # drawn for the classes of the other half, each as often: the floor's footing
+        self.asked = cache.labels[half_b].long()
+        self.floor = self.per_class(cache.images[half_b])
+
+    def by_class(self, images, labels):
+        """{class: (features, mean pairwise distance)} of the classes with 2 or more images."""
+        features = self.colour(images)[0]
+        return {
+            int(c): (features[labels == c], mean_pairwise_distance(images[labels == c]))
+            for c in labels.unique()
+            if (labels == c).sum() >= 2
+        }
+
+    def per_class(self, images):
+        """{"class_kid", "within_diversity"} of images of the classes self.asked."""
+        drawn = self.by_class(images, self.asked)
+        shared = sorted(drawn.keys() & self.real.keys())
+        kid = [kernel_distance(self.real[c][0], drawn[c][0], self.seed, subsets=1) for c in shared]
+        spread = sum(drawn[c][1] for c in shared) / max(sum(self.real[c][1] for c in shared), 1e-12)
+        return {"class_kid": float(np.mean(kid)), "within_diversity": spread}
+
+    def confused(self, seen):
+        """[(asked, seen, count, of)]: the CONFUSED_PAIRS most frequent mistakes on the uniform
+        set, by class name."""
+        n = len(self.classes)
+        counts = torch.bincount(self.uniform * n + seen, minlength=n * n).view(n, n)
+        counts.fill_diagonal_(0)
+        totals = torch.bincount(self.uniform, minlength=n).tolist()
+        # the most frequent first; among equals, in class order
+        mistakes = sorted((-count, i) for i, count in enumerate(counts.flatten().tolist()) if count)
+        return [
+            (self.classes[i // n], self.classes[i % n], -count, totals[i // n])
+            for count, i in mistakes[:CONFUSED_PAIRS]
+        ]
+
+    def __call__(self, generator, z_dim):
+        """The measures of one generator: {"top1", "top5", "grey_top1", "grey_top5",
+        "class_kid", "within_diversity", "confused"}."""
+        z = torch.randn(
+            len(self.uniform), z_dim, generator=torch.Generator().manual_seed(self.seed)
+        )
+        drawn = generate(generator, z, self.uniform)
+        logits, grey_logits = self.colour(drawn)[1], self.grey(drawn)[1]
+        z = torch.randn(len(self.asked), z_dim, generator=torch.Generator().manual_seed(~self.seed))
+        return {
+            "top1": top_k_accuracy(logits, self.uniform, 1),
+            "top5": top_k_accuracy(logits, self.uniform, TOP_K),
+            "grey_top1": top_k_accuracy(grey_logits, self.uniform, 1),
+            "grey_top5": top_k_accuracy(grey_logits, self.uniform, TOP_K),
+            **self.per_class(generate(generator, z, self.asked)),
+            "confused": self.confused(logits.argmax(1)),
+        }
 
 
 def check_device(name):
@@ -791,8 +885,8 @@ def diversity(fake_uint8, real_uint8):
 class Score:
     samples: torch.Tensor  # uint8 [n, C, s, s], all from the shared fixed noise (and labels)
     swd: dict  # sliced_wasserstein() of the samples against the real images, x 10^3
-    # StructureMeasure(): "fd", "kid" (and "top1", "top5" if conditional); None if skipped
-    structure: dict
+    structure: dict  # StructureMeasure(): "fd", "fd_std", "kid"; None if skipped
+    classes: dict  # ClassMeasure() of a conditional run; None if unconditional or skipped
     inception: str  # "FID / KID" as numbers, or "skipped: <reason>"
     diversity: float
     curve: list  # [(epoch, average SWD, FD or None)]: the snapshots, then the final generator
@@ -848,14 +942,23 @@ def swd_noise(real, reference, seed):
 
 
 def score_runs(
-    runs, real, reference, real_labels, num_images, seed, inception, structure, snapshots=True
+    runs,
+    real,
+    reference,
+    real_labels,
+    num_images,
+    seed,
+    inception,
+    structure,
+    classes=None,
+    snapshots=True,
 ):
     """Score every run on the same real images; also the real-vs-real SWD floor per size.
 
     With snapshots, each run's snapshots are scored too, on the same noise and real images.
     A conditional run draws the classes of the real images it is compared with (real_labels), so
-    that SWD, FD and KID compare like with like (Flowers has 40 to 258 images per class); its class
-    match is measured on a second set, of classes 0, 1, ..., C-1, 0, 1, ..., each class as often.
+    that SWD, FD and KID compare like with like (Flowers has 40 to 258 images per class); classes
+    (a ClassMeasure, None when skipped) measures how well it draws each class.
 
     real and reference are disjoint real samples of num_images each: SWD between them is what a
     perfect generator would score at this sample size.
@@ -870,14 +973,10 @@ def score_runs(
             floors[size]["noise"] = swd_noise(real_at_size, reference_at_size, seed)
         z = torch.randn(num_images, run.config.z_dim, generator=torch.Generator().manual_seed(seed))
         labels = real_labels if run.conditional else None
-        uniform = torch.arange(num_images) % max(len(run.class_names or []), 1)
 
         def measure(generator, final=True):
             samples = generate(generator, z, labels)
             quality = structure(samples, kid=final)
-            if final and run.conditional and quality is not None:
-                matched = structure(generate(generator, z, uniform), uniform, kid=False)
-                quality.update(top1=matched["top1"], top5=matched["top5"])
             return samples, sliced_wasserstein(real_at_size, samples, seed), quality
 
         samples, swd, quality = measure(run.generator)
@@ -887,6 +986,9 @@ def score_runs(
                 samples=samples,
                 swd=swd,
                 structure=quality,
+                classes=classes(run.generator, run.config.z_dim)
+                if classes and run.conditional
+                else None,
                 inception=inception(samples),
                 diversity=diversity(samples, real_at_size),
                 curve=curve,
@@ -1157,16 +1259,17 @@ def accuracy(scores, num_classes):
     return f"{scores['top1']:.1%}" + (f" / {scores['top5']:.1%}" if num_classes > TOP_K else "")
 
 
-def structure_note(structure, conditional_images):
-    """What the FD / KID columns (and the class match) measure, or why they were skipped."""
+def structure_note(structure):
+    """What the FD / KID columns measure, or why they were skipped."""
     if structure.skipped:
         return f" {FD_NAME} and KID {structure.skipped}."
-    info, chance, count = structure.info, 1 / structure.num_classes, len(structure.reference)
-    note = (
+    classifier, count = structure.classifier, len(structure.reference)
+    info, chance = classifier.info, 1 / structure.num_classes
+    return (
         f" {FD_NAME} and KID (cache CNN): Frechet distance and KID between {count} generated and "
         f"{count} held-out real images in the {structure.reference.shape[1]}-dim penultimate "
         f"features of a small CNN trained on this cache's own {structure.num_classes} classes at "
-        f"{CLASSIFIER_SIZE} px (`{structure.path}`, {info['train_images']:,} images, "
+        f"{classifier.size} px (`{classifier.path}`, {info['train_images']:,} images, "
         f"{info['train_seconds']:.0f} s to train; on {info['held_out_images']:,} held-out images "
         f"its top-1 / top-{TOP_K} accuracy is {accuracy(info, structure.num_classes)}, chance "
         f"{chance:.1%}). They compare whole images (layout, shapes) where SWD compares 7x7 patches "
@@ -1174,17 +1277,78 @@ def structure_note(structure, conditional_images):
         f"{structure.floor['fd']:.2f} / {structure.floor['kid']:.3f}. Not FID: another network and "
         "feature space, so these numbers do not compare with published FIDs, nor across caches."
     )
-    if conditional_images:
-        note += (
-            " Class match (conditional runs): how often that classifier recognises an image "
-            f"generated for class c as c, over {conditional_images} images spread evenly over the "
-            f"classes; on held-out real images it scores {accuracy(info, structure.num_classes)}, "
-            f"chance {chance:.1%}."
-        )
-    return note
 
 
-def report(runs, scores, floors, caveats, num_images, real_count, structure):
+def class_lines(runs, scores, classes, structure):
+    """The "Classes" section of conditional runs: class match in colour and in grey, per-class
+    KID, within-class diversity, each beside held-out real images; the most-confused pairs."""
+    if not any(run.conditional for run in runs):
+        return []
+    lines = ["## Classes (conditional runs)", ""]
+    if classes is None:
+        return lines + [f"Class measures {structure.skipped}.", ""]
+    n = structure.num_classes
+    top = f"top-1{f' / top-{TOP_K}' if n > TOP_K else ''}"
+    header = [
+        "variant",
+        "run",
+        f"class match {top}",
+        f"colour-blind {top}",
+        "per-class KID",
+        "within-class diversity",
+    ]
+    rows = [
+        [
+            run.variant,
+            f"`{run.folder}`",
+            accuracy(score.classes, n),
+            accuracy({"top1": score.classes["grey_top1"], "top5": score.classes["grey_top5"]}, n),
+            f"{score.classes['class_kid']:.3f}",
+            f"{score.classes['within_diversity']:.2f}",
+        ]
+        for run, score in zip(runs, scores)
+        if score.classes
+    ]
+    rows.append(
+        [
+            "real photos",
+            "held out",
+            accuracy(classes.colour.info, n),
+            accuracy(classes.grey.info, n),
+            f"{classes.floor['class_kid']:.3f}",
+            f"{classes.floor['within_diversity']:.2f}",
+        ]
+    )
+    grey = classes.grey.info
+    lines += [
+        *markdown_table(header, rows),
+        "",
+        f"Class match: how often the cache CNN ({classes.colour.size} px) recognises an image "
+        f"drawn for class c as c, over {len(classes.uniform)} images spread evenly over the "
+        f"{n} classes (chance {1 / n:.1%}). Colour-blind: the same kind of CNN trained on grey "
+        f"images (`{classes.grey.path}`, {grey['train_seconds']:.0f} s to train), shown the images "
+        "in grey: colour cannot help it, so it says how far shape alone tells the class. "
+        "Per-class KID: KID between the images drawn for a class and the held-out real images "
+        "of that class in the cache CNN's features, averaged over the classes (lower is better). "
+        "Within-class diversity: the spread of a class's images, generated over real (1 = as "
+        "varied as the real classes; a generator that draws one image per class scores 0). The "
+        "real row is the ceiling (accuracy on held-out real images) or the floor (two disjoint "
+        "halves of them).",
+        "",
+        "Most confused (class asked for -> class seen, of the images asked for it):",
+        "",
+    ]
+    for run, score in zip(runs, scores):
+        if score.classes:
+            pairs = ", ".join(
+                f"{asked} -> {seen} ({count} of {of})"
+                for asked, seen, count, of in score.classes["confused"]
+            )
+            lines.append(f"- `{run.folder}`: {pairs or 'none'}")
+    return lines + [""]
+
+
+def report(runs, scores, floors, caveats, num_images, real_count, structure, classes=None):
     """comparison.md: the table, SWD per level, caveats and the verdict."""
     warnings = [run_warnings(run, score) for run, score in zip(runs, scores)]
     # One reason for every run (no torchmetrics, say) is said once, under the table.
@@ -1222,8 +1386,8 @@ def report(runs, scores, floors, caveats, num_images, real_count, structure):
     rows, sizes_rows = [], []
     for run, score, warning in zip(runs, scores, warnings):
         quality = score.structure
-        if quality and run.conditional:
-            match = accuracy(quality, structure.num_classes)
+        if score.classes:
+            match = accuracy(score.classes, structure.num_classes)
         else:
             match = "skipped" if run.conditional else "- (unconditional)"
         fd = "skipped"
@@ -1283,7 +1447,7 @@ def report(runs, scores, floors, caveats, num_images, real_count, structure):
         "Wasserstein distance of Karras et al. 2018 (Appendix D), x10^3, lower is better; "
         f"diversity: mean pairwise distance of generated over real images at {DIVERSITY_SIZE} px, "
         "mode collapse flagged below "
-        f"{COLLAPSE_RATIO}.{structure_note(structure, conditional and num_images)}{fid_note}",
+        f"{COLLAPSE_RATIO}.{structure_note(structure)}{fid_note}",
         "",
         "## Sizes, speed and more measures",
         "",
@@ -1304,6 +1468,7 @@ def report(runs, scores, floors, caveats, num_images, real_count, structure):
             if len(runs) > 1
             else []
         ),
+        *class_lines(runs, scores, classes, structure),
         *curve_lines(runs, scores),
         "## Verdict",
         "",
@@ -1403,8 +1568,8 @@ def sample_title(run, score):
     if score.structure:
         title += f", FD {score.structure['fd']:.2f}"
     title += f"\ndiversity {score.diversity:.2f}"
-    if score.structure and run.conditional:
-        title += f", class match {score.structure['top1']:.0%}"
+    if score.classes:
+        title += f", class match {score.classes['top1']:.0%}"
     return title
 
 
@@ -1472,11 +1637,14 @@ quality:
              {SWD_PATCHES_PER_IMAGE} random {SWD_PATCH}x{SWD_PATCH} patches per image and
              {SWD_DIRECTIONS} random projections; "real vs real" is the floor at this sample size
   FD / KID   (cache CNN) Frechet distance and KID in the {CLASSIFIER_WIDTHS[-1]}-dim features of a
-             small CNN trained on the cache's own classes at {CLASSIFIER_SIZE} px
+             small CNN trained on the cache's own classes at up to {CLASSIFIER_MAX_SIZE} px
              ({CLASSIFIER_STEPS} steps, minutes on a CPU, once per cache: kept as
-             <cache>/{CLASSIFIER_FILE}); whole-image structure where SWD sees texture. Not FID:
-             does not compare with published FIDs
-  class match  conditional runs: how often that CNN recognises an image drawn for class c as c
+             <cache>/{CLASSIFIER_FILES[False]}); whole-image structure where SWD sees texture.
+             Not FID: does not compare with published FIDs
+  classes    conditional runs: the class match (how often that CNN recognises an image drawn
+             for class c as c), the same in grey (a CNN trained on grey images, kept as
+             <cache>/{CLASSIFIER_FILES[True]}: shape without colour), per-class KID,
+             within-class diversity, and the most-confused classes, each beside real photos
   FID / KID  torchmetrics, only when it and its Inception weights are installed
   diversity  mean pairwise distance of generated over real images at {DIVERSITY_SIZE} px;
              below {COLLAPSE_RATIO} the run is flagged as mode-collapsed
@@ -1590,6 +1758,9 @@ def main(argv=None):
     structure = StructureMeasure(
         real_cache, num_images, args.seed, args.device, enabled=not args.no_structure
     )
+    classes = None
+    if any(run.conditional for run in runs) and not structure.skipped:
+        classes = ClassMeasure(real_cache, structure, num_images, args.seed, args.device)
     scores, floors = score_runs(
         runs,
         real,
@@ -1599,10 +1770,11 @@ def main(argv=None):
         args.seed,
         inception,
         structure,
+        classes,
         not args.no_snapshots,
     )
 
-    markdown = report(runs, scores, floors, caveats, num_images, len(all_real), structure)
+    markdown = report(runs, scores, floors, caveats, num_images, len(all_real), structure, classes)
     figure = make_figure(
         runs,
         scores,

@@ -51,9 +51,9 @@ def test_the_classifier_is_trained_once_kept_beside_the_cache_and_reused(
     cache = make_cache(tmp_path / "cache")
     first = compare.StructureMeasure(cache, num_images=32, seed=0)
     assert "training the cache's classifier (none kept in" in capsys.readouterr().err
-    saved = torch.load(tmp_path / "cache" / compare.CLASSIFIER_FILE, weights_only=True)
+    saved = torch.load(tmp_path / "cache" / compare.CLASSIFIER_FILES[False], weights_only=True)
     assert (
-        saved["num_classes"] == 4 and saved["channels"] == 3 and saved["top1"] == first.info["top1"]
+        saved["num_classes"] == 4 and saved["channels"] == 3 and saved["top1"] == first.classifier.info["top1"]
     )
     assert saved["train_seconds"] > 0
 
@@ -61,7 +61,7 @@ def test_the_classifier_is_trained_once_kept_beside_the_cache_and_reused(
         compare, "train_classifier", lambda *args: pytest.fail("retrained a kept classifier")
     )
     again = compare.StructureMeasure(cache, num_images=32, seed=0)
-    assert again.info == first.info and again.floor == first.floor
+    assert again.classifier.info == first.classifier.info and again.floor == first.floor
     assert capsys.readouterr().err == ""
 
 
@@ -83,14 +83,14 @@ def test_the_classifier_is_trained_once_kept_beside_the_cache_and_reused(
 def test_a_damaged_or_stale_classifier_file_is_retrained(tmp_path, capsys, damage, reason):
     cache = make_cache(tmp_path / "cache")
     first = compare.StructureMeasure(cache, num_images=32, seed=0)
-    damage(tmp_path / "cache" / compare.CLASSIFIER_FILE)
+    damage(tmp_path / "cache" / compare.CLASSIFIER_FILES[False])
     capsys.readouterr()
     again = compare.StructureMeasure(cache, num_images=32, seed=0)
     assert reason in capsys.readouterr().err
     assert again.floor["fd"] == pytest.approx(first.floor["fd"]), (
         "the same seed trains the same network"
     )
-    torch.load(tmp_path / "cache" / compare.CLASSIFIER_FILE, weights_only=True)  # whole again
+    torch.load(tmp_path / "cache" / compare.CLASSIFIER_FILES[False], weights_only=True)  # whole again
 
 
 def test_a_classifier_for_other_images_is_not_used(tmp_path, capsys):
@@ -110,6 +110,6 @@ def test_one_channel_images_get_a_one_channel_classifier(tmp_path):
     structure = compare.StructureMeasure(
         make_cache(tmp_path / "cache", grey, labels), num_images=32, seed=0
     )
-    assert structure.network[0][0].in_channels == 1
+    assert structure.classifier.network[0][0].in_channels == 1
     new = classed_like(32, seed=4)[0].float().mean(dim=1, keepdim=True).round().to(torch.uint8)
     assert 0 < structure(new)["fd"] < structure(new[:1].expand(32, -1, -1, -1))["fd"]
