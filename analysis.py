@@ -7,6 +7,8 @@
     traversal      latent_traversal.png: one latent dimension at a time, and the two directions of z
                    that change the image most
     classes        samples_per_class.png: labelled rows of a conditional generator's classes
+    progress       training_progress.gif: the fixed-noise grid of every epoch, as an animation
+    inversion      inversion.png, inversion_interpolation.png (--invert): real photos found in z
 
 Kept apart from gan_complete.py, wgan_clip.py and dcgan.py as preprocess.py is: these are no part of
 any method, and each script stays the one file that tells its method. Every function takes images or
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
 from preprocess import write_atomically
@@ -35,6 +38,22 @@ TRAVERSAL_DIMS = 6
 
 
 TRAVERSAL_STEPS = 7  # images along a traversal row (and the grid's side), from -3 to +3 sigma
+
+
+# training_progress.gif: small enough for a report (about 2 MB)
+GIF_FRAMES = 24  # epochs shown at most, evenly spread; the first and the last always
+GIF_WIDTH = 360  # px: the 8 x 8 grid at about 44 px an image
+GIF_FRAME_MS, GIF_LAST_MS = 250, 2500  # the last epoch is held
+
+
+# --invert: a photo's place in z, by Adam on z from several random starts at once
+INVERT_STEPS = 300
+INVERT_STARTS = 4  # per photo (and per class tried): the closest image is kept
+INVERT_LR = 0.05
+INVERT_PRIOR = 0.01  # weight of (|z|^2 / z_dim - 1)^2: keeps z near where N(0, I) puts it
+INVERT_CLASSES = 3  # a conditional generator tries the classes whose random images come closest
+INVERT_SCREEN = 16  # random images of each class that choose them
+INVERT_BETWEEN = 8  # images on the way from one photo's z to the other's
 
 
 # metrics.csv: the update each logged value comes from, and the column that marks it skipped by the
@@ -433,4 +452,117 @@ def latent_traversal(draw, config, out_dir, variant, count=2):
     right.set_ylabel("direction 2")
     write_atomically(
         Path(out_dir) / "latent_traversal.png", lambda f: fig.savefig(f, format="png", dpi=100)
+    )
+
+
+def save_progress_gif(out_dir):
+    """training_progress.gif from the samples_epoch_XXX.png grids in out_dir (the same noise every
+    epoch), oldest first, each captioned with its epoch. Nothing is written without grids."""
+    grids = sorted(Path(out_dir).glob("samples_epoch_*.png"))
+    if not grids:
+        return
+    picks = np.unique(np.linspace(0, len(grids) - 1, min(GIF_FRAMES, len(grids))).round())
+    frames = []
+    for path in (grids[int(index)] for index in picks):
+        with Image.open(path) as grid:
+            grid = grid.convert("RGB")
+        if grid.width > GIF_WIDTH:
+            height = round(grid.height * GIF_WIDTH / grid.width)
+            grid = grid.resize((GIF_WIDTH, height), Image.Resampling.LANCZOS)
+        frame = Image.new("RGB", (grid.width, grid.height + 16), "white")
+        frame.paste(grid, (0, 0))
+        caption = f"epoch {int(path.stem.rsplit('_', 1)[1])}"
+        ImageDraw.Draw(frame).text((4, grid.height + 2), caption, fill="black")
+        frames.append(frame)
+    write_atomically(
+        Path(out_dir) / "training_progress.gif",
+        lambda f: frames[0].save(
+            f,
+            format="GIF",
+            save_all=True,
+            append_images=frames[1:],
+            duration=[GIF_FRAME_MS] * (len(frames) - 1) + [GIF_LAST_MS],
+            loop=0,
+        ),
+    )
+
+
+def image_distance(images, photos):
+    """Per pair, the mean squared error of [-1, 1] pixels at full, half and quarter size, summed:
+    the layout and colours count as much as the detail a 64 px generator cannot match."""
+    total = 0
+    for _ in range(3):
+        total = total + (images - photos).square().flatten(1).mean(1)
+        images, photos = F.avg_pool2d(images, 2), F.avg_pool2d(photos, 2)
+    return total
+
+
+def closest_classes(draw, photos, num_classes, z_dim, seed, count=INVERT_CLASSES):
+    """long [n, count]: for each photo, the classes with a random image (of INVERT_SCREEN) closest
+    to it. draw(z, labels) -> images."""
+    z = torch.randn(INVERT_SCREEN, z_dim, generator=torch.Generator().manual_seed(seed))
+    best = []
+    with torch.no_grad():
+        for c in range(num_classes):
+            images = draw(z, torch.full((INVERT_SCREEN,), c, dtype=torch.long))
+            pairs = image_distance(
+                images[None].expand(len(photos), *images.shape).flatten(0, 1),
+                photos[:, None].expand(-1, INVERT_SCREEN, *photos.shape[1:]).flatten(0, 1),
+            )
+            best.append(pairs.view(len(photos), INVERT_SCREEN).min(1).values)
+    return torch.stack(best, 1).topk(min(count, num_classes), largest=False).indices
+
+
+def invert(draw, photos, candidates, z_dim, seed, steps=INVERT_STEPS):
+    """For each photo ([-1, 1], [n, C, H, W]) the z, and the class among its candidates (long
+    [n, k]; zeros for an unconditional generator), whose image is closest by image_distance.
+
+    Adam on z from INVERT_STARTS random starts per photo and candidate, all in one batch, with a
+    light pull towards the sphere where N(0, I) puts z. draw(z, labels) -> images, differentiable
+    in z. Returns (z [n, z_dim], classes [n], images [n, C, H, W], RMS error in 0-255 levels)."""
+    n, k = candidates.shape
+    starts = k * INVERT_STARTS
+    z = torch.randn(n * starts, z_dim, generator=torch.Generator().manual_seed(seed))
+    z.requires_grad_()
+    labels = candidates.repeat_interleave(INVERT_STARTS, dim=1).flatten()
+    targets = photos.repeat_interleave(starts, dim=0)
+    optimiser = torch.optim.Adam([z], lr=INVERT_LR)
+    for _ in range(steps):
+        prior = (z.square().mean(1) - 1).square()
+        loss = image_distance(draw(z, labels), targets) + INVERT_PRIOR * prior
+        optimiser.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimiser.step()
+    with torch.no_grad():
+        images = draw(z, labels)
+        kept = image_distance(images, targets).view(n, starts).argmin(1) + torch.arange(n) * starts
+        rms = (images[kept] - photos).square().flatten(1).mean(1).sqrt() * 127.5
+        return z[kept].detach(), labels[kept], images[kept], rms
+
+
+def save_inversion(photos, found, names, out_dir):
+    """inversion.png: each photo beside the closest image the generator draws, with the RMS error
+    (and the class) in the row's name."""
+    save_labelled_grid(
+        torch.stack([photos, found], 1).flatten(0, 1),
+        names,
+        Path(out_dir) / "inversion.png",
+        "photo | the closest image in z",
+        nrow=2,
+    )
+
+
+def save_inversion_path(draw, photos, z, labels, out_dir):
+    """inversion_interpolation.png: the first photo, the images along the slerp from its z to the
+    second's (a conditional generator draws each point in the nearer photo's class), the second."""
+    path = slerp(z[0], z[1], INVERT_BETWEEN)
+    classes = torch.where(torch.arange(INVERT_BETWEEN) < INVERT_BETWEEN / 2, labels[0], labels[1])
+    with torch.no_grad():
+        between = draw(path, classes)
+    save_labelled_grid(
+        torch.cat([photos[:1], between, photos[1:2]]),
+        ["photo 1 ... photo 2"],
+        Path(out_dir) / "inversion_interpolation.png",
+        "from one photo's z to the other's",
+        nrow=INVERT_BETWEEN + 2,
     )

@@ -89,6 +89,7 @@ class Config:
     # transpose: ConvTranspose2d k4 s2, DCGAN's; nearest: nearest-neighbour x2, then Conv2d k3
     upsample: str = "transpose"  # how the generator doubles its size: transpose | nearest
     conditional: bool = False  # class-conditional G(z, y) and D(x, y); classes from the data
+    class_norm: bool = True  # conditional: each BatchNorm of G takes its scale from the class
     # training
     epochs: int = 60  # passes over the (rotated) data set
     # the data stage is not counted; a resumed run counts the minutes of its earlier sessions
@@ -124,7 +125,8 @@ class Config:
     sample: str = ""  # path of a generator.pkl: write samples from it and exit
     num_samples: int = 64  # images written by --sample and in generated_samples.png
     per_class: int = 0  # with --sample, a conditional generator: N images of every class
-    classes: str = ""  # with --per-class: only these classes, by name or number (3,17)
+    classes: str = ""  # with --per-class or --invert: only these classes, by name or number (3,17)
+    invert: tuple = ()  # with --sample: find these photos in z (--invert a.jpg b.jpg)
 
 
 # --preset cpu: the best samples a 2-core CPU reached in 10 minutes of training, in a sweep of the
@@ -178,25 +180,48 @@ def upsample(config, channels_in, channels_out, bias):
     return [nn.ConvTranspose2d(channels_in, channels_out, 4, 2, 1, bias=bias)]
 
 
+class ClassBatchNorm(nn.Module):
+    """Conditional BatchNorm (de Vries et al. 2017; BigGAN's generator): BatchNorm without its own
+    scale and shift, then 1 + gain(e) and bias(e), two linear maps of the class embedding e."""
+
+    def __init__(self, channels, embed_dim):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Linear(embed_dim, channels, bias=False)
+        self.bias = nn.Linear(embed_dim, channels, bias=False)
+
+    def forward(self, x, embedded):
+        scale, shift = 1 + self.gain(embedded), self.bias(embedded)
+        return self.norm(x) * scale[:, :, None, None] + shift[:, :, None, None]
+
+
 class Generator(nn.Module):
     """z -> Linear -> g_channels x 4 x 4 -> (x2 by --upsample, BatchNorm, ReLU) x n -> Tanh.
-    Conditional: a learned embedding of the class y, as long as z, joins z at the input (README,
-    "Class-conditional generation", on why not conditional BatchNorm)."""
+    Conditional: a learned embedding of the class y, as long as z, sets the scale and shift of
+    every BatchNorm (ClassBatchNorm); with --no-class-norm it joins z at the input instead. At 10
+    CPU minutes the first drew classes the cache CNN recognised more often (53% against 40% for
+    WGAN-GP, 52% against 45% for SNGAN) at a lower FD (README, "Class-conditional generation")."""
 
     def __init__(self, config, num_classes=0, image_channels=3):
         super().__init__()
         self.channels, self.num_classes = config.g_channels, num_classes
+        self.class_norm = bool(num_classes) and config.class_norm
         # N(0, 1), as z
         self.embed = nn.Embedding(num_classes, config.z_dim) if num_classes else None
-        self.project = nn.Linear(
-            config.z_dim * (2 if num_classes else 1), config.g_channels * 4 * 4
-        )
-        layers = [nn.BatchNorm2d(config.g_channels), nn.ReLU(True)]
+        joined = num_classes and not self.class_norm
+        self.project = nn.Linear(config.z_dim * (2 if joined else 1), config.g_channels * 4 * 4)
+
+        def norm(channels):
+            if self.class_norm:
+                return ClassBatchNorm(channels, config.z_dim)
+            return nn.BatchNorm2d(channels)
+
+        layers = [norm(config.g_channels), nn.ReLU(True)]
         channels = config.g_channels
         for _ in range(int(math.log2(config.img_size)) - 3):  # 4 -> img_size / 2
             layers += [
                 *upsample(config, channels, channels // 2, False),
-                nn.BatchNorm2d(channels // 2),
+                norm(channels // 2),
                 nn.ReLU(True),
             ]
             channels //= 2
@@ -205,9 +230,15 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z, labels=None):
+        embedded = None
         if self.embed is not None:  # labels are ignored by an unconditional generator
-            z = torch.cat([z, self.embed(labels)], dim=1)
-        return self.net(self.project(z).view(-1, self.channels, 4, 4))
+            embedded = self.embed(labels)
+            if not self.class_norm:
+                z = torch.cat([z, embedded], dim=1)
+        x = self.project(z).view(-1, self.channels, 4, 4)
+        for layer in self.net:
+            x = layer(x, embedded) if isinstance(layer, ClassBatchNorm) else layer(x)
+        return x
 
 
 class InstanceNormFP32(nn.InstanceNorm2d):
@@ -1006,6 +1037,7 @@ def write_final_outputs(config, device, data):
     within = f", all of class {data['class_names'][0]}" if generator.num_classes else ""
     analysis.latent_space_analysis(draw, config, out_dir, VARIANT, within)
     analysis.latent_traversal(draw, config, out_dir, VARIANT)
+    analysis.save_progress_gif(out_dir)
 
 
 def weights_run(weights, given):
@@ -1070,10 +1102,18 @@ def sample_from_weights(config, given):
     device = resolve_device(config.device)
     generator = load_generator(weights, config, device, data)
     check_writable(out_dir)
-    # the files of an earlier call (a larger --num-samples, other --classes)
-    for pattern in ("sample_*.png", "*/sample_*.png", "samples_grid.png", "samples_per_class*.png"):
+    # the files of an earlier call (a larger --num-samples, other --classes, two photos)
+    for pattern in (
+        "sample_*.png",
+        "*/sample_*.png",
+        "samples_grid.png",
+        "samples_per_class*.png",
+        "inversion*.png",
+    ):
         for old in out_dir.glob(pattern):
             old.unlink()
+    if config.invert:
+        return invert_photos(config, generator, data, device, out_dir)
     if config.per_class:
         names = [data["class_names"][i] for i in indices]
         batches = per_class_images(generator, config, indices, config.per_class, device)
@@ -1095,6 +1135,54 @@ def sample_from_weights(config, given):
     grid = "samples_per_class*.png" if config.per_class else "samples_grid.png"
     count = batches.shape[0] * batches.shape[1]
     print(f"{count} samples from {weights} in {out_dir}/, with {grid} and latent_traversal.png")
+    return 0
+
+
+def load_photo(path, size, channels):
+    """A photo as the data stage makes a training image of it (white margins trimmed, the centre
+    square at size px), in [-1, 1]."""
+    try:
+        picture = preprocess.trim_white_margins(preprocess.load_rgb(path)[0])
+        image = preprocess.clean_and_rotate(picture, size, [], size)[0]
+    except OSError as error:  # no such file, or not an image
+        raise ConfigError(f"--invert: cannot read {path} as an image ({one_line(error)})") from None
+    except preprocess.SkipImage as error:
+        raise ConfigError(f"--invert: {path} is {error}") from None
+    pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32)
+    pixels = torch.from_numpy(pixels).view(size, size, channels).permute(2, 0, 1)
+    return pixels / 127.5 - 1
+
+
+def invert_photos(config, generator, data, device, out_dir):
+    """--invert: each photo's place in z (and its class, for a conditional generator: those of
+    --classes, or the closest), beside the image drawn there; with two photos, the way between."""
+    channels = data["channels"] if data else 3
+    photos = torch.stack([load_photo(path, config.img_size, channels) for path in config.invert])
+    # differentiable in z; an unconditional generator ignores the labels
+    draw = lambda z, labels: generator(z.to(device), labels.to(device)).float().cpu()
+    names = data["class_names"] if generator.num_classes else None
+    if names and config.classes:
+        candidates = torch.tensor(class_indices(names, config.classes)).repeat(len(photos), 1)
+    elif names:
+        candidates = analysis.closest_classes(
+            draw, photos, generator.num_classes, config.z_dim, config.seed
+        )
+    else:
+        candidates = torch.zeros(len(photos), 1, dtype=torch.long)
+    z, labels, found, rms = analysis.invert(draw, photos, candidates, config.z_dim, config.seed)
+    rows = []
+    for path, error, label in zip(config.invert, rms.tolist(), labels.tolist()):
+        rows.append(
+            f"{Path(path).name}: RMS {error:.0f}/255" + (f", {names[label]}" if names else "")
+        )
+        found_as = f" as {names[label]}" if names else ""
+        print(f"{path}: found in z{found_as} at an RMS error of {error:.1f} of 255 levels")
+    analysis.save_inversion(photos, found, rows, out_dir)
+    written = "inversion.png"
+    if len(photos) == 2:
+        analysis.save_inversion_path(draw, photos, z, labels, out_dir)
+        written += " and inversion_interpolation.png"
+    print(f"wrote {written} in {out_dir}/")
     return 0
 
 
@@ -1134,10 +1222,12 @@ def build_parser():
             parser.add_argument(
                 flag(field.name), action=argparse.BooleanOptionalAction, help=help_text
             )
-        elif isinstance(field.default, tuple):
+        elif isinstance(field.default, tuple) and field.default:  # --betas: two numbers
             parser.add_argument(
                 flag(field.name), nargs=len(field.default), type=float, help=help_text
             )
+        elif isinstance(field.default, tuple):  # --invert: one or more paths
+            parser.add_argument(flag(field.name), nargs="+", help=help_text)
         else:
             parser.add_argument(flag(field.name), type=type(field.default), help=help_text)
     return parser
@@ -1237,8 +1327,12 @@ def validate_config(config):
             f"--diffaugment takes color, translation and cutout, comma-separated; "
             f"got {config.diffaugment!r}"
         )
-    if config.classes and not config.per_class:
-        raise ConfigError("--classes chooses the classes of --per-class: pass --per-class N too")
+    if config.classes and not (config.per_class or config.invert):
+        raise ConfigError(
+            "--classes chooses the classes of --per-class or --invert: pass --per-class N too"
+        )
+    if config.invert and not config.sample:
+        raise ConfigError("--invert finds photos in a trained generator: pass --sample WEIGHTS too")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", config.device):
         raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {config.device!r}")
     method_checks(config)
@@ -1671,6 +1765,7 @@ RUN_FILES = [
     "latent_pairs.csv",
     "interpolation.png",
     "latent_traversal.png",
+    "training_progress.gif",
 ]
 
 

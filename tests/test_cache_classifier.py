@@ -53,7 +53,9 @@ def test_the_classifier_is_trained_once_kept_beside_the_cache_and_reused(
     assert "training the cache's classifier (none kept in" in capsys.readouterr().err
     saved = torch.load(tmp_path / "cache" / compare.CLASSIFIER_FILES[False], weights_only=True)
     assert (
-        saved["num_classes"] == 4 and saved["channels"] == 3 and saved["top1"] == first.classifier.info["top1"]
+        saved["num_classes"] == 4
+        and saved["channels"] == 3
+        and saved["top1"] == first.classifier.info["top1"]
     )
     assert saved["train_seconds"] > 0
 
@@ -90,7 +92,9 @@ def test_a_damaged_or_stale_classifier_file_is_retrained(tmp_path, capsys, damag
     assert again.floor["fd"] == pytest.approx(first.floor["fd"]), (
         "the same seed trains the same network"
     )
-    torch.load(tmp_path / "cache" / compare.CLASSIFIER_FILES[False], weights_only=True)  # whole again
+    torch.load(
+        tmp_path / "cache" / compare.CLASSIFIER_FILES[False], weights_only=True
+    )  # whole again
 
 
 def test_a_classifier_for_other_images_is_not_used(tmp_path, capsys):

@@ -618,8 +618,13 @@ def structure(tmp_path_factory):
 
 
 def test_the_cache_cnn_puts_new_real_images_near_the_floor_and_collapse_far(structure):
-    assert structure.classifier.info["top1"] > 0.9, "colour classes are easy: the features know them"
-    assert structure.classifier.info["held_out_images"] == 60 and structure.classifier.info["train_images"] == 180
+    assert structure.classifier.info["top1"] > 0.9, (
+        "colour classes are easy: the features know them"
+    )
+    assert (
+        structure.classifier.info["held_out_images"] == 60
+        and structure.classifier.info["train_images"] == 180
+    )
     new_real = classed_like(64, seed=7)[0]
     collapsed = new_real[:1].expand(64, -1, -1, -1)
     noise = torch.randint(

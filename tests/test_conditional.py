@@ -36,17 +36,18 @@ def conditional_runs(tmp_path_factory, cache_dir):
     runs = {}
     for name, module in MODULES.items():
         out_dir = tmp_path_factory.mktemp(f"conditional_{name}")
-        # bce is covered by the unconditional runs
-        extra = ["--loss", "hinge"] if name == "dcgan" else []
+        # bce is covered by the unconditional runs; one run joins the class to z
+        extra = {"dcgan": ["--loss", "hinge"], "sngan": ["--no-class-norm"]}.get(name, [])
         assert module.main(conditional_args(cache_dir, out_dir, *extra)) == 0
         runs[name] = out_dir
     return runs
 
 
+@pytest.mark.parametrize("class_norm", [False, True], ids=["joined to z", "class BatchNorm"])
 @pytest.mark.parametrize("image_channels", [3, 1])
-def test_conditional_models_take_a_class_and_make_images_of_the_data(image_channels):
+def test_conditional_models_take_a_class_and_make_images_of_the_data(image_channels, class_norm):
     config = gan_complete.Config(
-        img_size=32, g_channels=32, d_channels=32, z_dim=8, conditional=True
+        img_size=32, g_channels=32, d_channels=32, z_dim=8, conditional=True, class_norm=class_norm
     )
     generator = (
         gan_complete.Generator(config, 7, image_channels).apply(gan_complete.weights_init).eval()
@@ -59,6 +60,11 @@ def test_conditional_models_take_a_class_and_make_images_of_the_data(image_chann
     # the class reaches the image: the same z in two classes gives two images
     zeros, ones = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
     assert not torch.allclose(generator(z, zeros), generator(z, ones))
+    norms = [type(module) for module in generator.net if "BatchNorm" in type(module).__name__]
+    assert len(norms) == 3 and set(norms) == {
+        gan_complete.ClassBatchNorm if class_norm else torch.nn.BatchNorm2d
+    }
+    assert generator.project.in_features == (8 if class_norm else 16), "z alone, or z and y"
 
 
 def test_the_discriminator_is_psi_of_phi_plus_the_class_projection():
@@ -123,6 +129,7 @@ def test_a_conditional_run_records_its_classes_and_draws_every_class(name, condi
     }
     weights = MODULES[name].load_state_dict_safely(out_dir / "generator.pkl")
     assert weights["embed.weight"].shape == (CLASSES, 100)
+    assert ("net.0.gain.weight" in weights) == (name != "sngan") == run["config"]["class_norm"]
     critic = MODULES[name].load_state_dict_safely(out_dir / "discriminator.pkl")
     # sngan.py keeps the projection's unnormalised weight under its spectral-norm parametrisation
     embedding = critic.get("embed.weight", critic.get("embed.parametrizations.weight.original"))

@@ -34,6 +34,7 @@ OUTPUTS = [
     "latent_pairs.csv",
     "interpolation.png",
     "latent_traversal.png",
+    "training_progress.gif",
     "snapshots/generator_epoch_001.pkl",
     "snapshots/generator_epoch_002.pkl",
 ]
@@ -283,6 +284,10 @@ def test_a_run_writes_every_output(script, finished_runs):
     config = json.loads((out_dir / "config.json").read_text())
     assert config["variant"] == script.VARIANT and config["config"]["img_size"] == 32
     assert config["torch"] == torch.__version__ and config["device"] == "cpu"
+    with Image.open(out_dir / "training_progress.gif") as gif:  # epochs 1 and 2, the last held
+        assert gif.n_frames == 2 and gif.size[0] <= analysis.GIF_WIDTH
+        gif.seek(1)
+        assert gif.info["duration"] == analysis.GIF_LAST_MS
 
     with open(out_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
