@@ -54,6 +54,7 @@ INVERT_PRIOR = 0.01  # weight of (|z|^2 / z_dim - 1)^2: keeps z near where N(0, 
 INVERT_CLASSES = 3  # a conditional generator tries the classes whose random images come closest
 INVERT_SCREEN = 16  # random images of each class that choose them
 INVERT_BETWEEN = 8  # images on the way from one photo's z to the other's
+INVERT_SHOWN = 128  # px an image is drawn at in the two figures (nearest: no detail invented)
 
 
 # metrics.csv: the update each logged value comes from, and the column that marks it skipped by the
@@ -540,14 +541,20 @@ def invert(draw, photos, candidates, z_dim, seed, steps=INVERT_STEPS):
         return z[kept].detach(), labels[kept], images[kept], rms
 
 
+def enlarged(images):
+    """Images at INVERT_SHOWN px at least, each pixel repeated: small images stay legible."""
+    factor = max(1, INVERT_SHOWN // images.shape[-1])
+    return F.interpolate(images, scale_factor=factor, mode="nearest")
+
+
 def save_inversion(photos, found, names, out_dir):
     """inversion.png: each photo beside the closest image the generator draws, with the RMS error
     (and the class) in the row's name."""
     save_labelled_grid(
-        torch.stack([photos, found], 1).flatten(0, 1),
+        enlarged(torch.stack([photos, found], 1).flatten(0, 1)),
         names,
         Path(out_dir) / "inversion.png",
-        "photo | the closest image in z",
+        "photo | closest in z",
         nrow=2,
     )
 
@@ -560,7 +567,7 @@ def save_inversion_path(draw, photos, z, labels, out_dir):
     with torch.no_grad():
         between = draw(path, classes)
     save_labelled_grid(
-        torch.cat([photos[:1], between, photos[1:2]]),
+        enlarged(torch.cat([photos[:1], between, photos[1:2]])),
         ["photo 1 ... photo 2"],
         Path(out_dir) / "inversion_interpolation.png",
         "from one photo's z to the other's",

@@ -14,7 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import compare  # noqa: E402
-from test_compare import CLASSES, StandInGenerator, flower_like  # noqa: E402
+from test_compare import CLASSES, StandInGenerator, flower_like, quick_classifiers  # noqa: E402
 
 
 def shaped_like(n, size=32, seed=0):
@@ -45,9 +45,7 @@ def classes(tmp_path_factory):
     """A ClassMeasure of a cache of shape classes (its two classifiers trained once)."""
     images, labels = shaped_like(400, seed=6)
     cache = compare.Cache(tmp_path_factory.mktemp("cache"), images, labels, CLASSES, copies=1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(compare, "CLASSIFIER_STEPS", 150)
-        patch.setattr(compare, "CLASSIFIER_BATCH", 32)
+    with quick_classifiers(steps=150):  # shapes take longer to learn than colours
         structure = compare.StructureMeasure(cache, num_images=64, seed=0)
         return compare.ClassMeasure(cache, structure, num_images=64, seed=0)
 

@@ -8,6 +8,7 @@ images of the asked class) so that the right answer is known. The cache classifi
 a few dozen steps here (QUICK_CLASSIFIER), enough for colour classes.
 """
 
+import contextlib
 import functools
 import json
 import math
@@ -606,14 +607,22 @@ def test_frechet_distance_and_kid_on_known_gaussians():
     assert abs(same) < apart / 100 and apart > 0
 
 
+@contextlib.contextmanager
+def quick_classifiers(steps=60):
+    """For a module-scoped fixture, where the autouse quick_classifier does not reach: cache
+    classifiers of `steps` steps of 32 images."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compare, "CLASSIFIER_STEPS", steps)
+        patch.setattr(compare, "CLASSIFIER_BATCH", 32)
+        yield
+
+
 @pytest.fixture(scope="module")
 def structure(tmp_path_factory):
     """A StructureMeasure of a four-class cache (the classifier trained once for these tests)."""
     images, labels = classed_like(240, seed=6)
     cache = compare.Cache(tmp_path_factory.mktemp("cache"), images, labels, CLASSES, copies=1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(compare, "CLASSIFIER_STEPS", 60)
-        patch.setattr(compare, "CLASSIFIER_BATCH", 32)
+    with quick_classifiers():
         return compare.StructureMeasure(cache, num_images=64, seed=0)
 
 
