@@ -40,7 +40,7 @@ TRAVERSAL_DIMS = 6
 TRAVERSAL_STEPS = 7  # images along a traversal row (and the grid's side), from -3 to +3 sigma
 
 
-# training_progress.gif: small enough for a report (about 2 MB)
+# training_progress.gif: small enough for a report (2 to 3 MB at 64 px)
 GIF_FRAMES = 24  # epochs shown at most, evenly spread; the first and the last always
 GIF_WIDTH = 360  # px: the 8 x 8 grid at about 44 px an image
 GIF_FRAME_MS, GIF_LAST_MS = 250, 2500  # the last epoch is held
