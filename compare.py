@@ -22,9 +22,11 @@ the preprocess cache the run trained on; it compares 7x7 patches. Global structu
 distance (FD) and KID between generated and held-out real images in the features of a small CNN
 trained to tell the cache's own classes apart, trained once per cache and kept beside it
 (<cache>/classifier.pt). Not FID: another network, so not comparable with published FIDs. For
-class-conditional runs the same CNN gives the class match: how often an image generated for class
-c is recognised as c. FID and KID (Inception) are added when torchmetrics and its weights are
-installed; otherwise the table says why they were skipped.
+class-conditional runs the same CNN gives the class match (how often an image generated for class
+c is recognised as c), a CNN trained on grey images the colour-blind class match, and the images
+of each class give per-class KID, within-class diversity and the most-confused classes. FID and
+KID (Inception) are added when torchmetrics and its weights are installed; otherwise the table says
+why they were skipped.
 
 Bad input (a folder that is not a run, a missing cache, weights the loader refuses) stops the
 whole comparison with a one-line `error: ...` and exit status 2 before anything is written:
@@ -950,6 +952,7 @@ def score_runs(
     seed,
     inception,
     structure,
+    *,
     classes=None,
     snapshots=True,
 ):
@@ -1770,8 +1773,8 @@ def main(argv=None):
         args.seed,
         inception,
         structure,
-        classes,
-        not args.no_snapshots,
+        classes=classes,
+        snapshots=not args.no_snapshots,
     )
 
     markdown = report(runs, scores, floors, caveats, num_images, len(all_real), structure, classes)

@@ -52,7 +52,7 @@ def score(folder, reference_cache, num_images, seed=0):
         seed,
         compare.InceptionMetrics(real, "cpu", enabled=False),
         structure,
-        False,
+        snapshots=False,
     )
     return {
         "swd": scores[0].swd["avg"],

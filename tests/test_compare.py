@@ -736,7 +736,7 @@ def test_a_conditional_run_is_scored_on_the_datas_class_frequencies_and_matched_
         0,
         compare.InceptionMetrics(real, "cpu", enabled=False),
         structure,
-        compare.ClassMeasure(cache, structure, 64, seed=0),
+        classes=compare.ClassMeasure(cache, structure, 64, seed=0),
         snapshots=False,
     )
     # the stand-in draws the asked class: the centre's colour says which class SWD and FD were given
