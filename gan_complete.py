@@ -1102,18 +1102,12 @@ def sample_from_weights(config, given):
     device = resolve_device(config.device)
     generator = load_generator(weights, config, device, data)
     check_writable(out_dir)
-    # the files of an earlier call (a larger --num-samples, other --classes, two photos)
-    for pattern in (
-        "sample_*.png",
-        "*/sample_*.png",
-        "samples_grid.png",
-        "samples_per_class*.png",
-        "inversion*.png",
-    ):
-        for old in out_dir.glob(pattern):
-            old.unlink()
     if config.invert:
         return invert_photos(config, generator, data, device, out_dir)
+    # the files of an earlier call (a larger --num-samples, other --classes)
+    for pattern in ("sample_*.png", "*/sample_*.png", "samples_grid.png", "samples_per_class*.png"):
+        for old in out_dir.glob(pattern):
+            old.unlink()
     if config.per_class:
         names = [data["class_names"][i] for i in indices]
         batches = per_class_images(generator, config, indices, config.per_class, device)
@@ -1170,6 +1164,8 @@ def invert_photos(config, generator, data, device, out_dir):
     else:
         candidates = torch.zeros(len(photos), 1, dtype=torch.long)
     z, labels, found, rms = analysis.invert(draw, photos, candidates, config.z_dim, config.seed)
+    for old in out_dir.glob("inversion*.png"):  # an earlier call's (two photos, then one)
+        old.unlink()
     rows = []
     for path, error, label in zip(config.invert, rms.tolist(), labels.tolist()):
         rows.append(

@@ -74,6 +74,20 @@ def test_invert_writes_each_photo_beside_its_image_and_the_way_between_two(tiny_
     assert out.count(f"as {classes[2]} at an RMS error") == 2, "--classes 2: the third class"
 
 
+def test_invert_keeps_earlier_samples_and_leaves_no_stale_path(tiny_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    sample = lambda *args: gan_complete.main(
+        ["--sample", str(tiny_run / "generator.pkl"), "--out-dir", str(out), *args]
+    )
+    assert sample("--num-samples", "4") == 0
+    photos = [str(photo(tmp_path / "a.png", 0)), str(photo(tmp_path / "b.png", 1))]
+    assert sample("--invert", *photos) == 0
+    assert (out / "inversion_interpolation.png").exists()
+    assert sample("--invert", photos[0]) == 0
+    assert (out / "inversion.png").exists() and not (out / "inversion_interpolation.png").exists()
+    assert len(list(out.glob("sample_*.png"))) == 4, "the samples of the earlier --sample stay"
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
