@@ -18,6 +18,7 @@ a draw(z) -> images function, never a model, and writes whole files (preprocess.
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -459,21 +460,26 @@ def latent_traversal(draw, config, out_dir, variant, count=2):
 def save_progress_gif(out_dir):
     """training_progress.gif from the samples_epoch_XXX.png grids in out_dir (the same noise every
     epoch), oldest first, each captioned with its epoch. Nothing is written without grids."""
-    grids = sorted(Path(out_dir).glob("samples_epoch_*.png"))
-    if not grids:
+    epochs = {}
+    for path in Path(out_dir).glob("samples_epoch_*.png"):
+        number = re.fullmatch(r"samples_epoch_(\d+)", path.stem)
+        if number:
+            epochs[int(number[1])] = path
+    # by the number, not the name: "1000" sorts before "500" as text, once a run passes epoch 999
+    order = sorted(epochs)
+    if not order:
         return
-    picks = np.unique(np.linspace(0, len(grids) - 1, min(GIF_FRAMES, len(grids))).round())
+    picks = np.unique(np.linspace(0, len(order) - 1, min(GIF_FRAMES, len(order))).round())
     frames = []
-    for path in (grids[int(index)] for index in picks):
-        with Image.open(path) as grid:
+    for epoch in (order[int(index)] for index in picks):
+        with Image.open(epochs[epoch]) as grid:
             grid = grid.convert("RGB")
         if grid.width > GIF_WIDTH:
             height = round(grid.height * GIF_WIDTH / grid.width)
             grid = grid.resize((GIF_WIDTH, height), Image.Resampling.LANCZOS)
         frame = Image.new("RGB", (grid.width, grid.height + 16), "white")
         frame.paste(grid, (0, 0))
-        caption = f"epoch {int(path.stem.rsplit('_', 1)[1])}"
-        ImageDraw.Draw(frame).text((4, grid.height + 2), caption, fill="black")
+        ImageDraw.Draw(frame).text((4, grid.height + 2), f"epoch {epoch}", fill="black")
         frames.append(frame)
     write_atomically(
         Path(out_dir) / "training_progress.gif",
