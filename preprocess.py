@@ -28,7 +28,8 @@ Sources (`--source auto` tries 1-3 in order)
   ignored and the manifest says so), no too-small rule. Class folders: torchvision's class names.
 
 What happens to each photo, and why
-  1. Decode any mode to RGB: palette, grayscale, CMYK, RGBA composited on white, EXIF orientation.
+  1. Decode any mode to RGB: palette, grayscale, CMYK, RGBA composited on white, EXIF orientation;
+     16- and 32-bit greyscale scaled to 8 bits (PIL alone would clip it to a white page).
      A JPEG decodes at 1/2, 1/4 or 1/8 scale where that still leaves 1.25x the working side (below)
      on the shorter side (PIL's draft mode: the inverse DCT at low resolution, several times cheaper
      than a full decode). Where trimming then leaves less than the working side, the file is decoded
@@ -227,11 +228,35 @@ def load_rgb(path, draft_side=None):
         reduced = image.size != full_size
         image.load()  # decode now, so a truncated file fails here rather than later
         image = ImageOps.exif_transpose(image)  # phones store "rotate me" in EXIF instead of pixels
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = greyscale_to_8_bit(image)
     if image.mode in ("RGBA", "LA", "PA", "P") or "transparency" in image.info:
         # transparent areas become white, which the margin trim then removes
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB"), reduced
     return image.convert("RGB"), reduced
+
+
+def greyscale_to_8_bit(image):
+    """A 16- or 32-bit greyscale image ("I;16", "I;16B", "I", "F") as an 8-bit one ("L"), each
+    value scaled from the mode's full range: PIL's own conversion clips every value above 255, so
+    a 16-bit scan would come out white, a blank page.
+
+    The "I;16" modes hold 0..65535. "I" (a 16-bit PNG in older Pillows, a 32-bit TIFF) and "F" (a
+    float TIFF) do not say their range, so it is the smallest usual one that holds the brightest
+    value: 0..1 (floats), 0..255 (read as PIL always read it), 0..65535, else 0..that value."""
+    pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    brightest = pixels.max()
+    if image.mode.startswith("I;16"):
+        full_scale = 65535
+    elif image.mode == "F" and brightest <= 1:
+        full_scale = 1
+    elif brightest <= 255:
+        return image.convert("L")  # 8-bit values: the bytes a cache holds already stay the same
+    else:
+        full_scale = max(65535, brightest)
+    levels = np.clip(pixels * (255 / full_scale), 0, 255).round().astype(np.uint8)
+    return Image.fromarray(levels)
 
 
 def trim_white_margins(image):

@@ -503,6 +503,59 @@ def test_any_image_mode_is_decoded_to_rgb(tmp_path):
     assert rgba_out.shape == (32, 32, 3) and np.abs(rgba_out.astype(int) - (200, 30, 60)).max() <= 1
 
 
+def grey_quadrants(levels, dtype):
+    """A 64 px greyscale image of four flat quadrants, at the given levels (a 2x2 array)."""
+    return np.kron(np.asarray(levels, dtype=np.float64), np.ones((32, 32))).astype(dtype)
+
+
+def test_16_and_32_bit_greyscale_keep_their_grey_levels(tmp_path):
+    """PIL's convert("RGB") clips every value above 255 to white: a 16-bit scan would be a blank
+    page. Each file here has quadrants at 10%, 25%, 50% and 75% of its mode's full scale."""
+    fractions = np.array([[0.1, 0.25], [0.5, 0.75]])
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    png_16_bit = grey_quadrants(fractions * 65535, np.uint16)
+    Image.fromarray(png_16_bit).save(folder / "png_16_bit.png")  # read back as mode "I;16"
+    big_endian = grey_quadrants(fractions * 65535, ">u2").tobytes()
+    Image.frombytes("I;16B", (64, 64), big_endian).save(folder / "tiff_16_bit_big_endian.tif")
+    Image.fromarray(grey_quadrants(fractions * 65535, np.int32)).save(folder / "tiff_int32.tif")
+    Image.fromarray(grey_quadrants(fractions * 65535, np.float32)).save(folder / "tiff_float.tif")
+    Image.fromarray(grey_quadrants(fractions, np.float32)).save(folder / "tiff_float_unit.tif")
+    # 8-bit values in a 32-bit mode read as they always did (no cache of such a file changes)
+    Image.fromarray(grey_quadrants(fractions * 255, np.int32)).save(folder / "tiff_int32_8bit.tif")
+    modes = {}
+    for path in sorted(folder.iterdir()):
+        with Image.open(path) as image:
+            modes[path.stem] = image.mode
+    assert modes == {
+        "png_16_bit": "I;16",
+        "tiff_16_bit_big_endian": "I;16B",
+        "tiff_int32": "I",
+        "tiff_float": "F",
+        "tiff_float_unit": "F",
+        "tiff_int32_8bit": "I",
+    }
+
+    cache_path = preprocess.build_cache(
+        folder,
+        source="folder",
+        cache_dir=tmp_path / "cache",
+        size=32,
+        rotations=0,
+        workers=1,
+        progress=False,
+    )
+    manifest = json.loads((cache_path / "manifest.json").read_text())
+    assert manifest["skipped"] == [] and manifest["num_images"] == 6
+    expected = np.round(fractions * 255)  # 65535 * 0.5 -> 127.5 -> 128
+    for stem in modes:
+        pixels = np.asarray(Image.open(cache_path / "scans" / f"{stem}.png")).astype(int)
+        # the quadrants' centres, away from the resize's ringing at the edges between them
+        centres = pixels[[8, 8, 24, 24], [8, 24, 8, 24]]
+        assert (centres == centres[:, :1]).all(), f"{stem}: grey, R = G = B"
+        assert np.abs(centres[:, 0] - expected.flatten()).max() <= 1, (stem, centres[:, 0])
+
+
 # ---------------------------------------------------------------- full-size JPEGs: draft-mode
 # decoding
 
