@@ -19,6 +19,7 @@ How it differs from its siblings (`diff wgan_clip.py gan_complete.py` shows exac
                      Adam (0, 0.9).
     dcgan.py         DCGAN (Radford et al. 2015): a discriminator with a sigmoid (BCE on logits),
                      Adam (0.5, 0.999), one-sided label smoothing.
+    sngan.py         SNGAN: spectral normalisation instead of clipping, the hinge loss, Adam.
 Everything else (data, generator, outputs, checkpoints, command line) is the same text.
 """
 
@@ -184,9 +185,9 @@ class ClassBatchNorm(nn.Module):
 class Generator(nn.Module):
     """z -> Linear -> g_channels x 4 x 4 -> (x2 by --upsample, BatchNorm, ReLU) x n -> Tanh.
     Conditional: a learned embedding of the class y, as long as z, sets the scale and shift of
-    every BatchNorm (ClassBatchNorm); with --no-class-norm it joins z at the input instead. At 10
-    CPU minutes the first drew classes the cache CNN recognised more often (53% against 40% for
-    WGAN-GP, 52% against 45% for SNGAN) at a lower FD (README, "Class-conditional generation")."""
+    every BatchNorm (ClassBatchNorm); with --no-class-norm it joins z at the input instead. The
+    first is the default: its classes were recognised more often (README, "Class-conditional
+    generation")."""
 
     def __init__(self, config, num_classes=0, image_channels=3):
         super().__init__()
@@ -412,9 +413,9 @@ COLUMN = {name: index for index, name in enumerate(METRIC_COLUMNS)}  # a column'
 STEP_METRICS = ["d_loss", "g_loss", "w_dist", "gp", "d_skipped", "g_skipped"]  # kept on the device
 SKIPPED_LIMIT = 100  # this many steps in a row with a skipped update: the run diverged
 # The fp16 loss scalers' first scale. torch's default, 65,536, overflows the gradients of the first
-# steps, each skipped while the scale halves: measured at width 128 on the flowers, WGAN-GP's critic
-# came down to 32 after 11 skipped steps, its generator to 16,384, DCGAN's discriminator below
-# 8,192. The scalers still double their scale after every 2,000 steps without an overflow.
+# steps, each skipped while the scale halves; these are where the scales of the flowers' runs came
+# down to (docs/measurements). The scalers still double their scale after every 2,000 steps without
+# an overflow.
 FP16_INITIAL_SCALE = {"scaler_d": 2.0**5, "scaler_g": 2.0**14}
 # train-mode passes that measure the EMA generator's BatchNorm statistics
 BN_CALIBRATION_BATCHES = 16
@@ -890,7 +891,7 @@ def write_run_info(run, dataloader, config):
 
 
 def fingerprint(images):
-    """A short hash of the training images' pixels (0.2 s): a resume on other data is refused."""
+    """A short hash of the training images' pixels: a resume on other data is refused."""
     return hashlib.sha1(images.cpu().numpy().data, usedforsecurity=False).hexdigest()[:16]
 
 
@@ -1071,27 +1072,40 @@ def sample_from_weights(config, given):
     for pattern in ("sample_*.png", "*/sample_*.png", "samples_grid.png", "samples_per_class*.png"):
         for old in out_dir.glob(pattern):
             old.unlink()
+    written = []  # (image, its file)
     if config.per_class:
         names = [data["class_names"][i] for i in indices]
         batches = per_class_images(generator, config, indices, config.per_class, device)
         analysis.save_per_class_grid(batches, names, out_dir)
-        folders = [out_dir / name for name in names]
+        for name, batch in zip(names, batches):
+            for n, image in enumerate(batch, 1):
+                written.append((image, out_dir / name / f"sample_{n:04d}.png"))
     else:
-        z = torch.randn(
-            config.num_samples, config.z_dim, generator=torch.Generator().manual_seed(config.seed)
+        random = torch.Generator().manual_seed(config.seed)
+        z = torch.randn(config.num_samples, config.z_dim, generator=random)
+        # a conditional generator draws random classes, as generated_samples.png does
+        labels = torch.randint(
+            max(generator.num_classes, 1), (config.num_samples,), generator=random
         )
-        batches = generate(generator, z, device)[None]
-        columns = math.ceil(math.sqrt(config.num_samples))
-        save_grid(batches[0], out_dir / "samples_grid.png", nrow=columns)
-        folders = [out_dir]
-    for folder, batch in zip(folders, batches):
-        folder.mkdir(exist_ok=True)
-        for index, image in enumerate(batch, 1):
-            save_grid(image, folder / f"sample_{index:04d}.png")
+        images = generate(generator, z, device, labels)
+        save_grid(images, out_dir / "samples_grid.png", nrow=math.ceil(math.sqrt(len(images))))
+        for n, (image, label) in enumerate(zip(images, labels.tolist()), 1):
+            drawn = ""
+            if generator.num_classes:
+                drawn = "_" + analysis.class_label(data["class_names"][label]).replace(" ", "_")
+            written.append((image, out_dir / f"sample_{n:04d}{drawn}.png"))
+    for image, path in written:
+        path.parent.mkdir(exist_ok=True)
+        save_grid(image, path)
     analysis.latent_traversal(lambda z: generate(generator, z, device), config, out_dir, VARIANT)
     grid = "samples_per_class*.png" if config.per_class else "samples_grid.png"
-    count = batches.shape[0] * batches.shape[1]
-    print(f"{count} samples from {weights} in {out_dir}/, with {grid} and latent_traversal.png")
+    classes = ""
+    if generator.num_classes and not config.per_class:
+        classes = " (random classes, each named in its file name; --per-class N for N of each)"
+    print(
+        f"{len(written)} samples from {weights} in {out_dir}/, with {grid} and "
+        f"latent_traversal.png{classes}"
+    )
     return 0
 
 
@@ -1373,8 +1387,8 @@ def amp_dtype(config, device):
 
 def keep_freed_cpu_memory(device):
     """glibc gives freed blocks over 128 KB back to the OS, so each CPU step page-faults its
-    activations in afresh: keeping up to 128 MB (blocks under 16 MB from the heap) makes a width-128
-    step ~11% faster."""
+    activations in afresh: keeping up to 128 MB (blocks under 16 MB from the heap) makes a CPU step
+    faster (README, "Measurements and machines")."""
     if device.type == "cpu" and sys.platform == "linux":
         with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, say): nothing to set
             libc = ctypes.CDLL("libc.so.6")
@@ -1630,8 +1644,8 @@ def load_state_dict_safely(path):
             ) from None
         raise WeightsError(
             f"refusing {path}: not a plain state_dict ({one_line(error)}), so not a file this "
-            "collection's scripts wrote; pass the generator.pkl of a gan_complete.py, wgan_clip.py "
-            "or dcgan.py run"
+            "collection's scripts wrote; pass the generator.pkl of a run of gan_complete.py, "
+            "wgan_clip.py, dcgan.py or sngan.py"
         ) from None
     if not (
         isinstance(state, dict)
@@ -1666,24 +1680,26 @@ def load_weights(module, state, path):
     if not set(state) & set(expected):
         raise WeightsError(
             f"{path} was not written by this collection's generator (none of its tensors is a "
-            f"Generator's: {', '.join(sorted(state)[:2])}, ...); pass the generator.pkl of a "
-            "gan_complete.py, wgan_clip.py or dcgan.py run"
+            f"Generator's: {', '.join(sorted(state)[:2])}, ...); pass the generator.pkl of a run "
+            "of gan_complete.py, wgan_clip.py, dcgan.py or sngan.py"
         )
+    # the flags that change a model's tensors (conditional: how the class enters the generator)
+    flags = "--z-dim / --g-channels / --d-channels / --img-size / --upsample"
+    if getattr(module, "num_classes", 0):
+        flags += " / --conditional / --no-class-norm"
     for key, value in expected.items():
         if key not in state:
-            raise WeightsError(
-                f"{path} does not fit the Config: it has no '{key}' (--conditional? --upsample?)"
-            )
+            raise WeightsError(f"{path} does not fit the Config: it has no '{key}' (pass {flags})")
         if state[key].shape != value.shape:
             raise WeightsError(
                 f"{path} does not fit the Config: '{key}' has shape {list(state[key].shape)} in "
-                f"the file but {list(value.shape)} here; pass the --z-dim / --g-channels / "
-                "--d-channels / --img-size / --upsample the weights were trained with"
+                f"the file but {list(value.shape)} here; pass the {flags} the weights were "
+                "trained with"
             )
     extra = sorted(set(state) - set(expected))
     if extra:
         raise WeightsError(
-            f"{path} does not fit the Config: unexpected '{extra[0]}' (another --img-size or "
+            f"{path} does not fit the Config: unexpected '{extra[0]}' (another {flags}, or "
             "--conditional?)"
         )
     module.load_state_dict(state)

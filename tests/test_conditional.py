@@ -180,6 +180,31 @@ def test_sampling_per_class_writes_n_images_of_each_chosen_class(
     )
 
 
+def test_sampling_a_conditional_generator_draws_random_classes_and_names_each(
+    conditional_runs, tmp_path, capsys
+):
+    weights = conditional_runs["gan_complete"] / "generator.pkl"
+    arguments = ["--sample", str(weights), "--num-samples", "12", "--out-dir", str(tmp_path)]
+    assert gan_complete.main(arguments) == 0
+    files = sorted(tmp_path.glob("sample_*.png"))
+    assert len(files) == 12
+    named = [int(path.stem.rsplit("_", 1)[1]) for path in files]  # sample_0001_class_3 -> 3
+    assert len(set(named)) >= 3, f"random classes, not one: {named}"
+    assert "random classes" in capsys.readouterr().out
+    # each file is its z drawn in the class its name gives, not in any other class
+    config, data = gan_complete.weights_run(weights, {"device": "cpu"})
+    generator = gan_complete.load_generator(weights, config, "cpu", data)
+    z = torch.randn(12, config.z_dim, generator=torch.Generator().manual_seed(config.seed))
+    for path, z_one, label in zip(files, z, named):
+        saved = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32))
+        every_class = gan_complete.generate(
+            generator, z_one.repeat(CLASSES, 1), "cpu", torch.arange(CLASSES)
+        )
+        pixels = ((every_class + 1) * 127.5).permute(0, 2, 3, 1)
+        errors = (pixels - saved).abs().flatten(1).mean(1)
+        assert errors.argmin().item() == label and errors[label] < 1, path.name
+
+
 def test_generate_per_class_is_a_function_for_a_reproduce_file(conditional_runs):
     images = gan_complete.generate_per_class(
         conditional_runs["gan_complete"] / "generator.pkl", per_class=4
@@ -293,6 +318,25 @@ def test_conditional_mistakes_stop_with_one_line(cache_dir, conditional_runs, tm
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
     assert not (unconditional / "samples").exists()  # nothing written for a refused request
+
+
+def test_a_generator_of_the_other_class_input_names_the_flag_that_fits_it(
+    conditional_runs, tmp_path, capsys
+):
+    # sngan's fixture run joins the class to z (--no-class-norm); its config.json, with the field
+    # left out, reads as the default class BatchNorm
+    run = tmp_path / "joined"
+    run.mkdir()
+    (run / "generator.pkl").write_bytes((conditional_runs["sngan"] / "generator.pkl").read_bytes())
+    saved = json.loads((conditional_runs["sngan"] / "config.json").read_text())
+    assert saved["config"].pop("class_norm") is False
+    (run / "config.json").write_text(json.dumps(saved))
+    sngan = MODULES["sngan"]
+    assert sngan.main(["--sample", str(run / "generator.pkl"), "--num-samples", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "--no-class-norm" in err and err.count("\n") == 1, err
+    arguments = ["--sample", str(run / "generator.pkl"), "--num-samples", "4", "--no-class-norm"]
+    assert sngan.main(arguments) == 0
 
 
 def test_conditional_training_needs_more_than_one_class(tmp_path, capsys):
