@@ -61,7 +61,9 @@ def run_cli(script, *args, timeout=300):
 
 
 def subprocess_env():
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    # The same thread count in every process of a test: a run and its resumed half compare
+    # bitwise, and another count changes the order of the sums in a CPU kernel.
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
 
 
 @pytest.fixture(scope="session")
