@@ -51,7 +51,6 @@ GIF_FRAME_MS, GIF_LAST_MS = 250, 2500  # the last epoch is held
 INVERT_STEPS = 300
 INVERT_STARTS = 4  # per photo (and per class tried): the closest image is kept
 INVERT_LR = 0.05
-INVERT_PRIOR = 0.01  # weight of (|z|^2 / z_dim - 1)^2: keeps z near where N(0, I) puts it
 INVERT_CLASSES = 3  # a conditional generator tries the classes whose random images come closest
 INVERT_SCREEN = 16  # random images of each class that choose them
 INVERT_BETWEEN = 8  # images on the way from one photo's z to the other's
@@ -520,31 +519,65 @@ def closest_classes(draw, photos, num_classes, z_dim, seed, count=INVERT_CLASSES
     return torch.stack(best, 1).topk(min(count, num_classes), largest=False).indices
 
 
+def onto_sphere(z):
+    """Each z scaled to |z| = sqrt(z_dim): N(0, I) in many dimensions puts nearly all its z's near
+    that sphere (|z|^2 / z_dim within about 1 +- 3 sqrt(2 / z_dim)), so the generator was trained
+    on z's there and hardly ever saw a longer or a shorter one."""
+    return z * (math.sqrt(z.size(1)) / z.norm(dim=1, keepdim=True))
+
+
+@dataclass
+class Inversion:
+    """What invert finds for each of n photos."""
+
+    z: torch.Tensor  # [n, z_dim], on the sphere |z| = sqrt(z_dim)
+    classes: torch.Tensor  # long [n]: the class it is drawn in (0 for an unconditional generator)
+    images: torch.Tensor  # [n, C, H, W]: the image drawn there, in [-1, 1]
+    rms: torch.Tensor  # [n]: RMS error of that image against the photo, in 0-255 levels
+    z_norm: torch.Tensor  # [n]: |z| / sqrt(z_dim) measured on z: 1 where N(0, I) puts z
+
+
 def invert(draw, photos, candidates, z_dim, seed, steps=INVERT_STEPS):
     """For each photo ([-1, 1], [n, C, H, W]) the z, and the class among its candidates (long
     [n, k]; zeros for an unconditional generator), whose image is closest by image_distance.
 
-    Adam on z from INVERT_STARTS random starts per photo and candidate, all in one batch, with a
-    light pull towards the sphere where N(0, I) puts z. draw(z, labels) -> images, differentiable
-    in z. Returns (z [n, z_dim], classes [n], images [n, C, H, W], RMS error in 0-255 levels)."""
+    Adam on z from INVERT_STARTS random starts per photo and candidate, all in one batch, on the
+    sphere of onto_sphere: the starts are on it, Adam sees only the gradient along it, and each
+    step's z goes back onto it. Left free, the search drifts to z's far longer than any the
+    generator was trained on, and matches a photo with images it was never taught to draw.
+    draw(z, labels) -> images, differentiable in z. Only z's gradient is computed, never the
+    weights'; freeze the generator all the same (generator.requires_grad_(False)), so that
+    autograd keeps no graph for its weights. Returns an Inversion."""
     n, k = candidates.shape
     starts = k * INVERT_STARTS
     z = torch.randn(n * starts, z_dim, generator=torch.Generator().manual_seed(seed))
-    z.requires_grad_()
+    z = onto_sphere(z).requires_grad_()
     labels = candidates.repeat_interleave(INVERT_STARTS, dim=1).flatten()
     targets = photos.repeat_interleave(starts, dim=0)
     optimiser = torch.optim.Adam([z], lr=INVERT_LR)
     for _ in range(steps):
-        prior = (z.square().mean(1) - 1).square()
-        loss = image_distance(draw(z, labels), targets) + INVERT_PRIOR * prior
-        optimiser.zero_grad(set_to_none=True)
-        loss.sum().backward()
+        loss = image_distance(draw(z, labels), targets).sum()
+        (gradient,) = torch.autograd.grad(loss, [z])
+        with torch.no_grad():
+            # less its part along z, which the projection would undo: left in, it fills Adam's
+            # per-coordinate scale, and the steps along the sphere shrink (measured: the search
+            # then stops short of the closest image on it)
+            radial = (gradient * z).sum(1, keepdim=True) / z.square().sum(1, keepdim=True)
+            z.grad = gradient - radial * z
         optimiser.step()
+        with torch.no_grad():
+            z.copy_(onto_sphere(z))
     with torch.no_grad():
         images = draw(z, labels)
         kept = image_distance(images, targets).view(n, starts).argmin(1) + torch.arange(n) * starts
         rms = (images[kept] - photos).square().flatten(1).mean(1).sqrt() * 127.5
-        return z[kept].detach(), labels[kept], images[kept], rms
+        return Inversion(
+            z=z[kept].detach(),
+            classes=labels[kept],
+            images=images[kept],
+            rms=rms,
+            z_norm=z[kept].norm(dim=1) / math.sqrt(z_dim),
+        )
 
 
 def enlarged(images):

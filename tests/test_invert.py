@@ -30,16 +30,18 @@ class LinearDraw:
 
 
 def test_the_search_finds_an_image_the_generator_draws_and_its_class():
-    draw, z_true = LinearDraw(), torch.randn(2, 6, generator=torch.Generator().manual_seed(1))
+    # photos the generator draws from z's where N(0, I) puts them: on the sphere |z| = sqrt(6)
+    z_true = analysis.onto_sphere(torch.randn(2, 6, generator=torch.Generator().manual_seed(1)))
+    draw = LinearDraw()
     photos = draw(z_true, torch.tensor([2, 0]))
     candidates = analysis.closest_classes(draw, photos, num_classes=3, z_dim=6, seed=0, count=2)
     assert candidates[:, 0].tolist() == [2, 0], "the class whose colour the photo has comes first"
-    z, labels, found, rms = analysis.invert(draw, photos, candidates, z_dim=6, seed=0)
-    assert labels.tolist() == [2, 0]
-    assert rms.max() < 3, "within 3 of 255 levels: the photo is in the generator's range"
-    start = analysis.invert(draw, photos, candidates, z_dim=6, seed=0, steps=0)[3]
-    assert (start > 5 * rms).all(), "the search moved z, not the luck of a start"
-    assert torch.allclose(found, draw(z, labels), atol=1e-5)
+    found = analysis.invert(draw, photos, candidates, z_dim=6, seed=0)
+    assert found.classes.tolist() == [2, 0]
+    assert found.rms.max() < 3, "within 3 of 255 levels: the photo is in the generator's range"
+    start = analysis.invert(draw, photos, candidates, z_dim=6, seed=0, steps=0)
+    assert (start.rms > 5 * found.rms).all(), "the search moved z, not the luck of a start"
+    assert torch.allclose(found.images, draw(found.z, found.classes), atol=1e-5)
 
 
 @pytest.fixture(scope="module")
