@@ -4,9 +4,9 @@
 
 Nothing is retrained. Each run folder is what `gan_complete.py`, `wgan_clip.py`, `dcgan.py` or
 `sngan.py` left behind (config.json, metrics.csv, run_info.json, generator.pkl, and snapshots/
-when kept); the generator is loaded through its own script's restricted loader, and every run
-draws its samples from the same fixed noise (same seed), so the sample grids differ only by the
-model.
+when kept); the generator is loaded through the restricted loader of the script of its method
+(config.json "variant", so a renamed copy of a script is read too), and every run draws its
+samples from the same fixed noise (same seed), so the sample grids differ only by the model.
 
 Outputs in --out-dir:
 - comparison.png: one row per run: final samples, losses against step (raw, faint, and
@@ -59,9 +59,16 @@ from tqdm import tqdm
 
 import preprocess
 
-# The training scripts a run folder may come from (config.json "script"). Only these are
-# imported: the name comes from a file, and importing whatever it says would run any module.
-SCRIPTS = ("gan_complete", "wgan_clip", "dcgan", "sngan")
+# The method a run was trained with (config.json "variant") -> the training script that reads
+# its config and loads its generator. Only these are imported: the name comes from a file, and
+# importing whatever it says would run any module. By method, not by the script's file name: a
+# renamed copy of sngan.py (a student's hw4_code.py) writes its own name as "script".
+SCRIPT_OF_VARIANT = {
+    "WGAN-GP": "gan_complete",
+    "WGAN-clip": "wgan_clip",
+    "DCGAN": "dcgan",
+    "SNGAN": "sngan",
+}
 REQUIRED_FILES = ("config.json", "run_info.json", "metrics.csv", "generator.pkl")
 METRICS_COLUMNS = ("step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time")
 SNAPSHOT_NAME = re.compile(r"generator_epoch_(\d+)\.pkl")  # snapshots/ of a run, see snapshot_every
@@ -150,12 +157,12 @@ class RunError(Exception):
 class Run:
     folder: Path
     variant: str  # the method's name, e.g. "WGAN-GP"
-    config: object  # the script's own Config dataclass
+    config: object  # the Config dataclass of its method's script
     info: dict  # run_info.json
     metrics: dict  # metrics.csv column -> np.ndarray
     generator: torch.nn.Module
     snapshots: list  # [(epoch, path)] of snapshots/generator_epoch_NNN.pkl, by epoch
-    load: object  # path -> generator, through the run's own script (raises RunError)
+    load: object  # path -> generator, through its method's script (raises RunError)
     conditional: bool  # the generator takes (z, labels): config "conditional"
     class_names: list  # config.json "data": the classes its labels index (None if not written)
     torn_row: bool  # metrics.csv ended in a partial row (a run still writing), left out
@@ -196,18 +203,23 @@ def read_json(path):
     return data
 
 
-def load_run(folder, device="cpu"):
-    """Read one run folder and load its generator through its training script's loader."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise RunError(f"{folder} is not a folder")
-    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
-    if missing:
-        raise RunError(f"{folder} is not a run folder (no {', '.join(missing)})")
-    saved_config = read_json(folder / "config.json")
-    script = saved_config.get("script")
-    if script not in SCRIPTS:
-        raise RunError(f"{folder}/config.json names script {script!r}, expected one of {SCRIPTS}")
+def config_and_loader(folder, saved_config, device="cpu"):
+    """(config, load) of a run: its Config from config.json, and load(path), the generator of a
+    weights file (generator.pkl, a snapshot), raising RunError.
+
+    The one place that decides which module reads a run: the training script of its method
+    (SCRIPT_OF_VARIANT), through that script's read_config, load_generator, ConfigError and
+    WeightsError.
+    """
+    variant = saved_config.get("variant")
+    if variant not in SCRIPT_OF_VARIANT:
+        *others, last = SCRIPT_OF_VARIANT
+        named = f"the method {variant!r}" if variant else 'no method ("variant")'
+        raise RunError(
+            f"{folder}/config.json names {named}; compare.py reads runs of {', '.join(others)} "
+            f"and {last}"
+        )
+    script = SCRIPT_OF_VARIANT[variant]
     try:
         module = importlib.import_module(script)
     except ImportError as error:
@@ -227,6 +239,19 @@ def load_run(folder, device="cpu"):
         except (module.ConfigError, module.WeightsError) as error:
             raise RunError(f"{folder}: {error}") from None
 
+    return config, load
+
+
+def load_run(folder, device="cpu"):
+    """Read one run folder and load its generator through its method's script."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RunError(f"{folder} is not a folder")
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise RunError(f"{folder} is not a run folder (no {', '.join(missing)})")
+    saved_config = read_json(folder / "config.json")
+    config, load = config_and_loader(folder, saved_config, device)
     generator = load(folder / "generator.pkl")
     info = read_json(folder / "run_info.json")
     missing = [key for key in RUN_INFO_KEYS if key not in info]
@@ -240,7 +265,7 @@ def load_run(folder, device="cpu"):
     metrics, torn_row = read_csv_columns(folder / "metrics.csv", METRICS_COLUMNS)
     return Run(
         folder=folder,
-        variant=info.get("variant", script),
+        variant=saved_config["variant"],
         config=config,
         info=info,
         metrics=metrics,

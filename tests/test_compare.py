@@ -243,9 +243,9 @@ def use_cache(monkeypatch, folder, images, labels, classes, rotations=0):
 
 @pytest.fixture
 def stand_ins(monkeypatch, tmp_path):
-    """Stand-in gan_complete / dcgan modules and a one-class preprocess cache of real-like images
+    """Stand-ins of the four training scripts and a one-class preprocess cache of real-like images
     (so the cache classifier is skipped: there are no classes to learn)."""
-    for name in ("gan_complete", "dcgan"):
+    for name in ("gan_complete", "wgan_clip", "dcgan", "sngan"):
         monkeypatch.setitem(sys.modules, name, stand_in_module(name))
     use_cache(
         monkeypatch,
@@ -471,6 +471,35 @@ def test_bad_input_stops_with_one_line_and_exit_2(stand_ins, monkeypatch, capsys
     assert stderr.startswith("error: ") and message in stderr
     assert stderr.count("\n") == 1
     assert not (stand_ins / "comparison").exists(), "nothing is written for a failed comparison"
+
+
+def test_a_renamed_copy_is_read_by_its_method_not_its_file_name(stand_ins, monkeypatch, capsys):
+    """A student hands in sngan.py as hw4_code.py: config.json says script "hw4_code", variant
+    "SNGAN"; sngan.py's loader reads it (the four scripts' generators are the same code)."""
+    run = write_run(stand_ins / "hw4_output", "SNGAN", "hw4_code", b"memorised")
+    loaded = []
+    sngan = sys.modules["sngan"]
+    original = sngan.load_generator
+
+    def spy(path, *args, **kwargs):
+        loaded.append(path)
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(sngan, "load_generator", spy)
+    out_dir = stand_ins / "comparison"
+    assert compare.main([str(run), "--out-dir", str(out_dir), "--num-images", "32"]) == 0
+    assert table_rows(capsys.readouterr().out)[0][:2] == ["SNGAN", f"`{run}`"]
+    assert loaded == [run / "generator.pkl"]
+
+
+def test_an_unknown_method_is_refused_naming_the_four_known(stand_ins, capsys):
+    run = write_run(stand_ins / "BigGAN_output", "BigGAN", "biggan", b"memorised")
+    assert compare.main([str(run), "--out-dir", str(stand_ins / "comparison")]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr == (
+        f"error: {run}/config.json names the method 'BigGAN'; compare.py reads runs of WGAN-GP, "
+        "WGAN-clip, DCGAN and SNGAN\n"
+    )
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -779,7 +808,7 @@ def test_leads_within_the_measures_noise_are_ties():
 
 def test_a_barely_trained_run_is_not_called_collapsed(stand_ins, capsys):
     short = write_run(
-        stand_ins / "WGAN_clip_output", "WGAN-clip", "dcgan", b"collapsed", generator_steps=95
+        stand_ins / "WGAN_clip_output", "WGAN-clip", "wgan_clip", b"collapsed", generator_steps=95
     )
     assert compare.main([str(short), "--out-dir", str(stand_ins / "comparison")]) == 0
     warnings = table_rows(capsys.readouterr().out)[0][-1]
