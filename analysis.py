@@ -12,13 +12,15 @@
 
 Kept apart from gan_complete.py, wgan_clip.py and dcgan.py as preprocess.py is: these are no part of
 any method, and each script stays the one file that tells its method. Every function takes images or
-a draw(z) -> images function, never a model, and writes whole files (preprocess.write_atomically).
+a draw(z, labels) -> images function (labels None for an unconditional generator), never a model,
+and writes whole files (preprocess.write_atomically).
 """
 
 import csv
 import io
 import math
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,14 @@ TRAVERSAL_DIMS = 6
 TRAVERSAL_STEPS = 7  # images along a traversal row (and the grid's side), from -3 to +3 sigma
 
 
+INTERPOLATION_STEPS = 10  # images along each pair's slerp in interpolation.png
+
+
+# matplotlib does not wrap a title to its figure: at 12 pt, 100 dpi, a character is 0.09 inch on
+# average (DejaVu Sans); 0.1 leaves room for wide letters
+TITLE_CHAR_INCHES = 0.1
+
+
 # training_progress.gif: small enough for a report (2 to 3 MB at 64 px)
 GIF_FRAMES = 24  # epochs shown at most, evenly spread; the first and the last always
 GIF_WIDTH = 360  # px: the 8 x 8 grid at about 44 px an image
@@ -57,14 +67,11 @@ INVERT_BETWEEN = 8  # images on the way from one photo's z to the other's
 INVERT_SHOWN = 128  # px an image is drawn at in the two figures (nearest: no detail invented)
 
 
-# metrics.csv: the update each logged value comes from, and the column that marks it skipped by the
-# fp16 loss scaler (the scripts leave such a value blank when it is not finite)
-SKIPPED_BY = {
-    "d_loss": "d_skipped",
-    "w_dist": "d_skipped",
-    "gp": "d_skipped",
-    "g_loss": "g_skipped",
-}
+def skipped_by(column):
+    """metrics.csv's column that marks the update a logged value comes from as skipped by the fp16
+    loss scaler (the scripts leave such a value blank when it is not finite): the generator's loss
+    from its own step, every other value from the critic's."""
+    return "g_skipped" if column == "g_loss" else "d_skipped"
 
 
 def smooth(values, window):
@@ -75,8 +82,9 @@ def smooth(values, window):
     )
 
 
-def plot_losses(metrics, path, variant, critic_view):
-    """training_losses.png: the losses against the step (raw, faint) and a moving average. metrics:
+def plot_losses(metrics, path, variant, critic_view, view_columns):
+    """training_losses.png: the losses against the step (raw, faint) and a moving average, and
+    beside them the method's view_columns (its critic's other metrics), titled critic_view. metrics:
     {column of metrics.csv: its values}. The steps whose update the fp16 loss scaler skipped are
     left out of the curves of that update's values, and counted in the title."""
     from matplotlib.figure import Figure  # the OO API: no pyplot, no display, never blocks
@@ -88,12 +96,12 @@ def plot_losses(metrics, path, variant, critic_view):
     left, right = fig.subplots(1, 2)
     panels = (
         (left, [("d_loss", "D loss"), ("g_loss", "G loss")]),
-        (right, [("w_dist", "w_dist"), ("gp", "gp")]),
+        (right, [(column, column) for column in view_columns]),
     )
     for ax, columns in panels:
         shown = []
         for column, label in columns:
-            kept = metrics[SKIPPED_BY[column]] == 0
+            kept = metrics[skipped_by(column)] == 0
             (line,) = ax.plot(steps[kept], metrics[column][kept], alpha=0.25, linewidth=0.7)
             window = max(1, kept.sum() // 100)
             x, y = smooth(metrics[column][kept], window)
@@ -122,19 +130,28 @@ def plot_losses(metrics, path, variant, critic_view):
 
 
 def save_labelled_grid(images, row_names, path, title, nrow):
-    """A grid with a name at the left of each row, pixel for pixel (matplotlib, no display)."""
+    """A grid with a name at the left of each row, pixel for pixel, under its title wrapped to the
+    figure's width (matplotlib, no display)."""
     from matplotlib.figure import Figure
 
     grid = make_grid(images, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
-    fig = Figure(figsize=(2 + grid.size(2) / 100, 0.6 + grid.size(1) / 100), layout="constrained")
-    axis = fig.subplots()
+    grid_width, grid_height = grid.size(2) / 100, grid.size(1) / 100  # inches at dpi 100
+    names_width = 2  # inches left of the grid for the row names
+    width = names_width + grid_width
+    fig = Figure(figsize=(width, grid_height))
+    # placed by hand: a layout engine scales the grid to fill the figure, and then moves the row
+    # names past its left edge
+    axis = fig.add_axes((names_width / width, 0, grid_width / width, 1))
     axis.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     axis.set_yticks(
         [(images.size(-1) + 2) * (n + 0.5) + 1 for n in range(len(row_names))], row_names
     )
     axis.set_xticks([])
-    axis.set_title(title)
-    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    axis.set_title("\n".join(textwrap.wrap(title, int(width / TITLE_CHAR_INCHES))))
+    # "tight": the PNG grows to hold the title and the row names, wherever they reach
+    write_atomically(
+        path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight", pad_inches=0.1)
+    )
 
 
 def class_label(name):
@@ -184,16 +201,25 @@ def pick_pairs(order, first, second, count, used):
 
 
 @torch.no_grad()
-def latent_space_analysis(draw, config, out_dir, variant, within="", count=3):
+def latent_space_analysis(draw, config, out_dir, variant, class_names=None, count=3):
     """Are the z's of similar images closer? Writes latent_l2_norms.txt (the answer in numbers),
     latent_space_analysis.png (the pairs, their distances against all pairs', their z's),
-    latent_pairs.csv (the chosen z's themselves) and interpolation.png. draw(z): images in
-    [-1, 1]; a conditional run draws the whole pool in one class (within names it), so that the
-    pairs differ by z alone."""
-    z = torch.randn(
-        config.latent_pool, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1)
-    )
-    images = draw(z)
+    latent_pairs.csv (the chosen z's themselves) and interpolation.png. draw(z, labels): images in
+    [-1, 1]. class_names None or empty: an unconditional generator, drawn with labels None; else
+    each image's class is drawn uniformly over the classes, so that the pairs come from all the
+    generator draws, not from one class's images."""
+    random = torch.Generator().manual_seed(config.seed + 1)
+    z = torch.randn(config.latent_pool, config.z_dim, generator=random)
+    if class_names:
+        # after z, from the same generator: the pool's z's are those of an unconditional run
+        labels = torch.randint(len(class_names), (len(z),), generator=random)
+        classes = [class_label(class_names[label]) for label in labels.tolist()]
+        over_classes = f"drawn uniformly over the {len(class_names)} classes"
+    else:
+        labels = None
+        classes = [""] * len(z)
+        over_classes = ""
+    images = draw(z, labels)
     # Image distance on 32x32 area-downsampled pixels: shape and colour, not pixel noise.
     features = F.interpolate(images, size=min(32, config.img_size), mode="area").flatten(1)
     first, second = torch.triu_indices(len(z), len(z), 1)
@@ -209,6 +235,8 @@ def latent_space_analysis(draw, config, out_dir, variant, within="", count=3):
             name=f"{group} {n + 1}",
             first=i,
             second=j,
+            first_class=classes[i],
+            second_class=classes[j],
             image_distance=image_distance[k].item(),
             z_distance=latent_distance[k].item(),
             z_percentile=(latent_distance < latent_distance[k]).float().mean().item(),
@@ -222,22 +250,45 @@ def latent_space_analysis(draw, config, out_dir, variant, within="", count=3):
         baseline=latent_distance.mean().item(),
         correlation=torch.corrcoef(torch.stack([image_distance, latent_distance]))[0, 1].item(),
     )
-    write_latent_report(pairs, summary, config, out_dir, variant, within, count)
+    write_latent_report(pairs, summary, config, out_dir, variant, over_classes, count)
     write_latent_pairs(pairs, z, out_dir)
-    plot_latent_pairs(pairs, summary, images, z, image_distance, latent_distance, out_dir, within)
+    plot_latent_pairs(
+        pairs, summary, images, z, image_distance, latent_distance, out_dir, over_classes
+    )
+    save_interpolation(draw, pairs, z, labels, out_dir)
 
-    path = torch.cat([slerp(z[pair.first], z[pair.second], 10) for pair in pairs])
-    rows = [
-        f"{pair.name}: z#{pair.first} to z#{pair.second}\n"
-        f"image {pair.image_distance:.2f}, z {pair.z_distance:.2f}"
-        for pair in pairs
-    ]
+
+def save_interpolation(draw, pairs, z, labels, out_dir):
+    """interpolation.png: a row a pair, the images along the slerp from its first z to its second;
+    a conditional generator draws the first half of each row in the first image's class and the
+    second half in the second's, as inversion_interpolation.png does."""
+    path = torch.cat([slerp(z[pair.first], z[pair.second], INTERPOLATION_STEPS) for pair in pairs])
+    first_half = torch.arange(INTERPOLATION_STEPS) < INTERPOLATION_STEPS / 2
+    path_labels = None
+    if labels is not None:
+        path_labels = torch.cat(
+            [torch.where(first_half, labels[pair.first], labels[pair.second]) for pair in pairs]
+        )
+    rows = []
+    for pair in pairs:
+        classes = f"{pair.first_class} to {pair.second_class}\n" if labels is not None else ""
+        rows.append(
+            f"{pair.name}: z#{pair.first} to z#{pair.second}\n{classes}"
+            f"image {pair.image_distance:.2f}, z {pair.z_distance:.2f}"
+        )
+    halves = ""
+    if labels is not None:
+        halves = (
+            f"; the first {int(first_half.sum())} in the first image's class, "
+            "the rest in the second's"
+        )
     save_labelled_grid(
-        draw(path),
+        draw(path, path_labels),
         rows,
         Path(out_dir) / "interpolation.png",
-        f"slerp between the z's of each pair, 10 steps{within}; L2 distances at left",
-        nrow=10,
+        f"slerp from each pair's first z to its second, {INTERPOLATION_STEPS} steps{halves}; "
+        "L2 distances at left",
+        nrow=INTERPOLATION_STEPS,
     )
 
 
@@ -248,6 +299,8 @@ class LatentPair:
     name: str  # "similar 1", ..., "dissimilar 3"
     first: int  # index of its first z in the pool
     second: int
+    first_class: str  # the class its first image is drawn in ("" for an unconditional generator)
+    second_class: str
     image_distance: float  # L2 between the 32x32 downsampled images
     z_distance: float  # L2 between the z's
     z_percentile: float  # the fraction of all pairs whose z's are closer
@@ -261,11 +314,11 @@ class LatentSummary:
     correlation: float  # of image and z distance over all pairs
 
 
-def write_latent_report(pairs, summary, config, out_dir, variant, within, count):
+def write_latent_report(pairs, summary, config, out_dir, variant, over_classes, count):
     """latent_l2_norms.txt: each chosen pair's distances, the groups' means against all pairs'."""
     lines = [
         f"{variant} latent-space analysis: {summary.pool} images from z ~ N(0, I), z_dim = "
-        f"{config.z_dim}{within}",
+        f"{config.z_dim}" + (f", their classes {over_classes}" if over_classes else ""),
         "image distance = L2 between 32x32 downsampled images in [-1, 1]; "
         "z distance = L2 between z's",
         "",
@@ -275,10 +328,13 @@ def write_latent_report(pairs, summary, config, out_dir, variant, within, count)
         members = [pair for pair in pairs if pair.name.startswith(group)]
         lines.append(f"the {count} most {group} pairs of images:")
         for pair in members:
-            lines.append(
+            line = (
                 f"  z#{pair.first:<4d} z#{pair.second:<4d} image distance "
                 f"{pair.image_distance:8.3f}   z L2 distance {pair.z_distance:8.3f}"
             )
+            if pair.first_class:
+                line += f"   {pair.first_class}, {pair.second_class}"
+            lines.append(line)
         means[group] = float(np.mean([pair.z_distance for pair in members]))
         lines.append(f"  mean z L2 distance: {means[group]:.3f}\n")
     lines += [
@@ -296,23 +352,27 @@ def write_latent_report(pairs, summary, config, out_dir, variant, within, count)
 
 
 def write_latent_pairs(pairs, z, out_dir):
-    """latent_pairs.csv: the chosen z vectors, two rows a pair, with the pair's distances."""
+    """latent_pairs.csv: the chosen z vectors, two rows a pair, with each image's class (blank for
+    an unconditional generator) and the pair's distances."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    header = ["pair", "image", "z_index", "image_distance", "z_distance"]
+    header = ["pair", "image", "z_index", "class", "image_distance", "z_distance"]
     writer.writerow(header + [f"z_{d}" for d in range(z.size(1))])
     for pair in pairs:
-        for member, index in (("a", pair.first), ("b", pair.second)):
+        members = (("a", pair.first, pair.first_class), ("b", pair.second, pair.second_class))
+        for member, index, name in members:
             distances = [f"{pair.image_distance:.4f}", f"{pair.z_distance:.4f}"]
-            writer.writerow([pair.name, member, index, *distances, *z[index].tolist()])
+            writer.writerow([pair.name, member, index, name, *distances, *z[index].tolist()])
     text = buffer.getvalue().encode()
     write_atomically(Path(out_dir) / "latent_pairs.csv", lambda f: f.write(text))
 
 
-def plot_latent_pairs(pairs, summary, images, z, image_distance, z_distance, out_dir, within):
-    """latent_space_analysis.png: left, each pair's two images side by side with its distances;
-    middle, where the pairs fall among all pairs (image against z distance, and the z distances
-    alone); right, the chosen z vectors themselves."""
+def plot_latent_pairs(
+    pairs, summary, images, z, image_distance, z_distance, out_dir, over_classes
+):
+    """latent_space_analysis.png: left, each pair's two images side by side with its distances
+    (and their classes below); middle, where the pairs fall among all pairs (image against z
+    distance, and the z distances alone); right, the chosen z vectors themselves."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(17, 8.5), layout="constrained")
@@ -338,6 +398,8 @@ def plot_latent_pairs(pairs, summary, images, z, image_distance, z_distance, out
             fontsize=9,
             color=colour,
         )
+        if pair.first_class:
+            axis.set_xlabel(f"{pair.first_class}  |  {pair.second_class}", fontsize=8)
 
     scatter.hexbin(image_distance.numpy(), z_distance.numpy(), gridsize=40, cmap="Greys", mincnt=1)
     for n, pair in enumerate(pairs):
@@ -356,11 +418,13 @@ def plot_latent_pairs(pairs, summary, images, z, image_distance, z_distance, out
         )
     scatter.set_xlabel("image distance (L2, 32x32)")
     scatter.set_ylabel("z distance (L2)")
-    scatter.set_title(
-        f"all {summary.pairs:,} pairs of {summary.pool} images{within} (grey) and the chosen 6; "
-        f"correlation {summary.correlation:+.2f}",
-        fontsize=10,
+    title = (
+        f"all {summary.pairs:,} pairs of {summary.pool} images (grey) and the chosen 6; "
+        f"correlation {summary.correlation:+.2f}"
     )
+    if over_classes:
+        title += f"\ntheir classes {over_classes}"
+    scatter.set_title(title, fontsize=10)
 
     histogram.hist(z_distance.numpy(), bins=60, color="lightgrey", label="all pairs")
     histogram.axvline(summary.baseline, color="black", label=f"mean {summary.baseline:.2f}")
@@ -385,7 +449,11 @@ def plot_latent_pairs(pairs, summary, images, z, image_distance, z_distance, out
         vmax=limit,
         interpolation="nearest",
     )
-    labels = [f"{pair.name} {member}" for pair in pairs for member in ("a", "b")]
+    labels = [
+        f"{pair.name} {member}" + (f", {name}" if name else "")
+        for pair in pairs
+        for member, name in (("a", pair.first_class), ("b", pair.second_class))
+    ]
     vectors.set_yticks(range(len(labels)), labels, fontsize=9)
     vectors.set_xlabel("z dimension")
     vectors.set_title(
@@ -397,20 +465,37 @@ def plot_latent_pairs(pairs, summary, images, z, image_distance, z_distance, out
     )
 
 
+def repeated_class(classes, index, count):
+    """count labels, all the class of z number index; None for an unconditional generator."""
+    return None if classes is None else classes[index].repeat(count)
+
+
 @torch.no_grad()
-def latent_traversal(draw, config, out_dir, variant, count=2):
+def latent_traversal(draw, config, out_dir, variant, class_names=None, count=2):
     """latent_traversal.png. Left: for `count` z's, one dimension at a time moved over -3..+3 sigma,
     a row each, the dimensions that change the image most first. Right: a grid over the two
     directions of z that change the image most at the first z (the top left singular vectors of the
-    generator's finite-difference Jacobian there). draw(z): images in [-1, 1]."""
+    generator's finite-difference Jacobian there). draw(z, labels): images in [-1, 1].
+    class_names None or empty: an unconditional generator, drawn with labels None; else each z
+    gets one class at random (seeded) and keeps it in all its images, so that only z moves."""
     from matplotlib.figure import Figure
 
-    z = torch.randn(count, config.z_dim, generator=torch.Generator().manual_seed(config.seed + 4))
+    random = torch.Generator().manual_seed(config.seed + 4)
+    z = torch.randn(count, config.z_dim, generator=random)
+    classes = torch.randint(len(class_names), (count,), generator=random) if class_names else None
+    names_of_z = [
+        f"z{n + 1}" + (f", {class_label(class_names[classes[n]])}" if class_names else "")
+        for n in range(count)
+    ]
     step, values = 1e-2, torch.linspace(-3, 3, TRAVERSAL_STEPS)
     # row d: how the image changes per unit of dimension d, at each z
     jacobians = [
-        (draw(one + step * torch.eye(config.z_dim)) - draw(one[None])).flatten(1) / step
-        for one in z
+        (
+            draw(one + step * torch.eye(config.z_dim), repeated_class(classes, n, config.z_dim))
+            - draw(one[None], repeated_class(classes, n, 1))
+        ).flatten(1)
+        / step
+        for n, one in enumerate(z)
     ]
     dimensions = (
         torch.stack([j.norm(dim=1) for j in jacobians])
@@ -424,7 +509,10 @@ def latent_traversal(draw, config, out_dir, variant, count=2):
                 one.repeat(TRAVERSAL_STEPS, 1).index_fill(1, torch.tensor([d]), 0)
                 + torch.outer(values, torch.eye(config.z_dim)[d])
             )
-            names.append(f"z{n + 1}, dim {d}")
+            names.append(f"{names_of_z[n]}, dim {d}")
+    row_classes = None
+    if classes is not None:
+        row_classes = classes.repeat_interleave(len(dimensions) * TRAVERSAL_STEPS)
     # unit vectors in z-space
     directions = torch.linalg.svd(jacobians[0], full_matrices=False)[0][:, :2]
     plane = torch.stack(
@@ -434,11 +522,14 @@ def latent_traversal(draw, config, out_dir, variant, count=2):
     fig = Figure(
         figsize=(2 * TRAVERSAL_STEPS * side + 3, len(rows) * side + 1.2), layout="constrained"
     )
-    fig.suptitle(f"{variant}: z moved from -3 to +3 sigma")
+    in_classes = ", each z in one class drawn at random" if class_names else ""
+    fig.suptitle(f"{variant}: z moved from -3 to +3 sigma{in_classes}")
     left, right = fig.subplots(1, 2)
+    row_images = draw(torch.cat(rows), row_classes)
+    plane_images = draw(plane, repeated_class(classes, 0, len(plane)))
     for axis, images, title in (
-        (left, draw(torch.cat(rows)), "one dimension at a time"),
-        (right, draw(plane), "along the 2 most changing directions"),
+        (left, row_images, "one dimension at a time"),
+        (right, plane_images, f"along the 2 most changing directions at {names_of_z[0]}"),
     ):
         grid = make_grid(
             images, nrow=TRAVERSAL_STEPS, padding=2, normalize=True, value_range=(-1, 1)
