@@ -7,6 +7,10 @@ Nothing is retrained. Each run folder is what `gan_complete.py`, `wgan_clip.py`,
 when kept); the generator is loaded through the restricted loader of the script of its method
 (config.json "variant", so a renamed copy of a script is read too), and every run draws its
 samples from the same fixed noise (same seed), so the sample grids differ only by the model.
+A folder of config.json and generator.pkl alone (pretrained/) is scored as well, without losses,
+speed or budgets; where no run names its real images' cache (run_info.json's cache_path) and no
+--cache is given, the cache of config.json's data settings is found or built from the photos
+(--data-dir where they are now), never downloaded.
 
 Outputs in --out-dir:
 - comparison.png: one row per run: final samples, losses against step (raw, faint, and
@@ -34,6 +38,7 @@ a table that silently leaves a run out would answer a different question than th
 """
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import importlib
@@ -69,7 +74,10 @@ SCRIPT_OF_VARIANT = {
     "DCGAN": "dcgan",
     "SNGAN": "sngan",
 }
-REQUIRED_FILES = ("config.json", "run_info.json", "metrics.csv", "generator.pkl")
+# Enough to score a generator's samples (SWD, FD, class match): pretrained/ holds no more.
+GENERATOR_FILES = ("config.json", "generator.pkl")
+# What a training run writes beside them: its losses, speed, steps and budgets.
+TRAINING_FILES = ("run_info.json", "metrics.csv")
 METRICS_COLUMNS = ("step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time")
 SNAPSHOT_NAME = re.compile(r"generator_epoch_(\d+)\.pkl")  # snapshots/ of a run, see snapshot_every
 RUN_INFO_KEYS = (
@@ -158,8 +166,9 @@ class Run:
     folder: Path
     variant: str  # the method's name, e.g. "WGAN-GP"
     config: object  # the Config dataclass of its method's script
-    info: dict  # run_info.json
-    metrics: dict  # metrics.csv column -> np.ndarray
+    trained: bool  # a training run; False: config.json and generator.pkl alone (pretrained/)
+    info: dict  # run_info.json ({} when not trained)
+    metrics: dict  # metrics.csv column -> np.ndarray (empty when not trained)
     generator: torch.nn.Module
     snapshots: list  # [(epoch, path)] of snapshots/generator_epoch_NNN.pkl, by epoch
     load: object  # path -> generator, through its method's script (raises RunError)
@@ -243,30 +252,44 @@ def config_and_loader(folder, saved_config, device="cpu"):
 
 
 def load_run(folder, device="cpu"):
-    """Read one run folder and load its generator through its method's script."""
+    """Read one run folder and load its generator through its method's script.
+
+    config.json and generator.pkl are enough to score the generator's samples; a training run's
+    run_info.json and metrics.csv add its losses, speed and budgets.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise RunError(f"{folder} is not a folder")
-    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    missing = [name for name in GENERATOR_FILES if not (folder / name).is_file()]
     if missing:
         raise RunError(f"{folder} is not a run folder (no {', '.join(missing)})")
+    present = [name for name in TRAINING_FILES if (folder / name).is_file()]
+    # a training run writes metrics.csv as it starts, run_info.json just after its first weights
+    if len(present) == 1:
+        missing = [name for name in TRAINING_FILES if name not in present]
+        raise RunError(f"{folder} has {present[0]} but no {missing[0]}: a damaged training run?")
     saved_config = read_json(folder / "config.json")
     config, load = config_and_loader(folder, saved_config, device)
     generator = load(folder / "generator.pkl")
-    info = read_json(folder / "run_info.json")
-    missing = [key for key in RUN_INFO_KEYS if key not in info]
-    if missing:
-        raise RunError(f"{folder}/run_info.json lacks {', '.join(missing)}")
+    info = {}
+    metrics = {name: np.zeros(0) for name in METRICS_COLUMNS}  # no losses to plot
+    torn_row = False
+    if present:
+        info = read_json(folder / "run_info.json")
+        missing = [key for key in RUN_INFO_KEYS if key not in info]
+        if missing:
+            raise RunError(f"{folder}/run_info.json lacks {', '.join(missing)}")
+        metrics, torn_row = read_csv_columns(folder / "metrics.csv", METRICS_COLUMNS)
     snapshots = sorted(
         (int(match.group(1)), path)
         for path in (folder / "snapshots").glob("*.pkl")
         if (match := SNAPSHOT_NAME.fullmatch(path.name))
     )
-    metrics, torn_row = read_csv_columns(folder / "metrics.csv", METRICS_COLUMNS)
     return Run(
         folder=folder,
         variant=saved_config["variant"],
         config=config,
+        trained=bool(present),
         info=info,
         metrics=metrics,
         generator=generator,
@@ -306,6 +329,68 @@ def load_real_cache(cache_path):
             "(manifest.json params.rotations)"
         )
     return Cache(cache_path, images, labels, list(classes), copies)
+
+
+def cache_from_config(run, data_dir=None):
+    """The preprocess cache that the run's config.json data settings make, built now if missing
+    as its training script would, from the photos in data_dir (default: config.json's data_dir).
+
+    Never downloads: a comparison needs no network, and a wrong folder should say so rather than
+    fetch 330 MB of flowers into it.
+    """
+    config = run.config
+    given = data_dir is not None
+    data_dir = Path(data_dir or config.data_dir)
+    missing = None
+    if config.source != "synthetic" and not data_dir.is_dir():
+        missing = f"{data_dir} does not exist"
+    elif config.source == "auto" and not preprocess.layouts_in(data_dir):
+        missing = f"{data_dir} holds no Oxford 102 Flowers (jpg/ and a label file)"
+    elif config.source in preprocess.DATASETS:
+        folder = data_dir / preprocess.DATASETS[config.source][1]
+        if not folder.is_dir():
+            missing = f"{folder} does not exist"
+    if missing and given:
+        raise RunError(
+            f"--data-dir: {missing}; pass the folder of the photos {run.folder} trained on, or "
+            "--cache with a preprocess cache folder"
+        )
+    if missing:
+        why = "" if run.trained else f" ({run.folder} is not a training run)"
+        raise RunError(
+            f"no run names its real images' cache{why} and {missing}; pass --data-dir with the "
+            "photos it trained on, or --cache with a preprocess cache folder"
+        )
+    try:
+        # preprocess's lines go to stderr: stdout is the report
+        with contextlib.redirect_stdout(sys.stderr):
+            return preprocess.build_cache(
+                data_dir,
+                config.source,
+                config.cache_dir,
+                config.img_size,
+                config.rotations,
+                config.max_angle,
+                config.data_seed,
+                config.preprocess_workers or None,
+                config.synthetic_images,
+                config.synthetic_classes,
+                progress=sys.stderr.isatty(),
+            )
+    except preprocess.PreprocessError as error:
+        raise RunError(one_line(error)) from None
+
+
+def real_cache_path(runs, cache=None, data_dir=None):
+    """Where the real images are: --cache; else the cache the first run's config.json settings
+    make from --data-dir's photos; else the cache a training run names (run_info.json); else the
+    cache config.json's settings make as written (a folder without run_info.json names none)."""
+    if cache:
+        return Path(cache)
+    named = [run.info["cache_path"] for run in runs if run.info.get("cache_path")]
+    if named and not data_dir:
+        return Path(named[0])
+    return cache_from_config(runs[0], data_dir)
 
 
 def resize_uint8(images, size):
@@ -925,8 +1010,11 @@ def quality_curve(run, final, measure, enabled):
     epoch.
 
     A snapshot the loader refuses (truncated, tampered with) is left out and named, not fatal:
-    the final generator, which the comparison is about, has been loaded already.
+    the final generator, which the comparison is about, has been loaded already. A generator
+    that is not a training run has no epochs: its one point is at epoch None.
     """
+    if not run.trained:
+        return [(None, final[0]["avg"], final[1] and final[1]["fd"])], []
     points, unreadable = [], []
     for epoch, path in run.snapshots if enabled else []:
         if epoch >= run.info["epochs_done"]:  # the same weights as generator.pkl (or a stray file)
@@ -1029,6 +1117,12 @@ def score_runs(
 # ------------------------------------------------------------------------------- warnings
 def run_warnings(run, score):
     """What makes one run's numbers suspect, in words."""
+    if not run.trained:  # no losses, steps or epochs to judge: its samples alone
+        return (
+            [f"mode collapse: diversity {score.diversity:.2f} < {COLLAPSE_RATIO}"]
+            if score.diversity < COLLAPSE_RATIO
+            else []
+        )
     warnings = []
     losses = np.stack([run.metrics[name] for name in ("d_loss", "g_loss", "w_dist", "gp")])
     if losses.size == 0:
@@ -1065,7 +1159,7 @@ def budget_caveats(runs):
     caveats = []
     for key, label in BUDGET_KEYS.items():
         values = [run.info.get(key) for run in runs]
-        if not all(isinstance(value, (int, float)) for value in values):
+        if not values or not all(isinstance(value, (int, float)) for value in values):
             continue
         largest = max(values)
         if largest > 0 and (largest - min(values)) / largest > BUDGET_TOLERANCE:
@@ -1376,7 +1470,7 @@ def class_lines(runs, scores, classes, structure):
     return lines + [""]
 
 
-def report(runs, scores, floors, caveats, num_images, real_count, structure, classes=None):
+def report(runs, scores, floors, caveats, num_images, real_cache, structure, classes=None):
     """comparison.md: the table, SWD per level, caveats and the verdict."""
     warnings = [run_warnings(run, score) for run, score in zip(runs, scores)]
     # One reason for every run (no torchmetrics, say) is said once, under the table.
@@ -1422,13 +1516,27 @@ def report(runs, scores, floors, caveats, num_images, real_count, structure, cla
         if quality:
             spread = f" ± {quality['fd_std']:.2f}" if "fd_std" in quality else ""
             fd = f"{quality['fd']:.2f}{spread}"
+        if run.trained:
+            budget = [
+                f"{run.info['epochs_done']}/{run.info['epochs']}",
+                f"{run.info['generator_steps']:,}",
+                f"{run.info['wall_time_s']:,.1f}",
+            ]
+            speed = [
+                f"{run.info['generator_params']:,}",
+                f"{run.info['critic_params']:,}",
+                f"{run.info['images_per_s']:,.1f}",
+                run.info["device"],
+            ]
+        else:  # the generator is there to count; the rest only a training run records
+            budget = ["not a training run", "-", "-"]
+            generator_params = sum(p.numel() for p in run.generator.parameters())
+            speed = [f"{generator_params:,}", "-", "-", "-"]
         rows.append(
             [
                 run.variant,
                 f"`{run.folder}`",
-                f"{run.info['epochs_done']}/{run.info['epochs']}",
-                f"{run.info['generator_steps']:,}",
-                f"{run.info['wall_time_s']:,.1f}",
+                *budget,
                 f"{score.swd['avg']:.2f}",
                 fd,
                 *([match] if conditional else []),
@@ -1440,14 +1548,19 @@ def report(runs, scores, floors, caveats, num_images, real_count, structure, cla
             [
                 run.variant,
                 f"`{run.folder}`",
-                f"{run.info['generator_params']:,}",
-                f"{run.info['critic_params']:,}",
-                f"{run.info['images_per_s']:,.1f}",
-                run.info["device"],
+                *speed,
                 f"{quality['kid']:.3f}" if quality else "skipped",
                 "skipped" if skipped else score.inception,
             ]
         )
+    untrained = ", ".join(f"`{run.folder}`" for run in runs if not run.trained)
+    untrained_note = (
+        f"Not a training run (config.json and generator.pkl only): {untrained}: no losses or "
+        "speed, no steps, images seen, quality by epoch or budget to compare; the samples are "
+        "scored as any run's."
+        if untrained
+        else ""
+    )
     # Runs at different image sizes have different pyramids: one column per level found anywhere.
     levels = sorted(
         {key for score in scores for key in score.swd} - {"avg"}, key=lambda key: -int(key[:-2])
@@ -1471,12 +1584,13 @@ def report(runs, scores, floors, caveats, num_images, real_count, structure, cla
         *markdown_table(header, rows),
         "",
         f"Quality on {num_images} generated images (fixed noise, the same seed for every run) "
-        f"against {num_images} real images from the run's cache ({real_count} in all). SWD: sliced "
-        "Wasserstein distance of Karras et al. 2018 (Appendix D), x10^3, lower is better; "
-        f"diversity: mean pairwise distance of generated over real images at {DIVERSITY_SIZE} px, "
-        "mode collapse flagged below "
+        f"against {num_images} real images from {real_cache.path} ({len(real_cache.images)} in "
+        "all). SWD: sliced Wasserstein distance of Karras et al. 2018 (Appendix D), x10^3, lower "
+        "is better; diversity: mean pairwise distance of generated over real images at "
+        f"{DIVERSITY_SIZE} px, mode collapse flagged below "
         f"{COLLAPSE_RATIO}.{structure_note(structure)}{fid_note}",
         "",
+        *([untrained_note, ""] if untrained_note else []),
         "## Sizes, speed and more measures",
         "",
         *markdown_table(sizes_header, sizes_rows),
@@ -1629,7 +1743,10 @@ def make_figure(runs, scores, floors, fd_floor, samples_shown, seed):
         row[0].set_axis_off()
         row[0].set_title(sample_title(run, score), fontweight="bold")
         for axis, (title, columns) in zip(row[1:3], LOSS_PANELS):
-            if len(run.metrics["step"]):
+            if not run.trained:
+                axis.text(0.5, 0.5, "no losses: not a training run", ha="center", va="center")
+                axis.set_axis_off()
+            elif len(run.metrics["step"]):
                 plot_curves(axis, run.metrics, title, columns)
         if "quality" in panels:
             plot_quality(row[3], score.curve, (floors[run.config.img_size]["avg"], fd_floor), tops)
@@ -1683,8 +1800,8 @@ quality:
         "runs",
         nargs="+",
         type=Path,
-        help="run folders (each with config.json, run_info.json, "
-        "metrics.csv and generator.pkl; snapshots/ is optional)",
+        help="run folders (each with config.json and generator.pkl; a training run's "
+        "run_info.json and metrics.csv add losses, speed and budgets; snapshots/ is optional)",
     )
     parser.add_argument(
         "--out-dir",
@@ -1703,8 +1820,17 @@ quality:
         "--cache",
         type=Path,
         default=None,
-        help="preprocess cache folder of the real images (default: the first run's cache_path "
-        "from run_info.json)",
+        help="preprocess cache folder of the real images (default: the first training run's "
+        "cache_path from run_info.json)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the photos the runs trained on, for folders that name no cache (generator.pkl and "
+        "config.json alone, as in pretrained/): the cache of the first run's config.json data "
+        "settings is found or built from them (default: config.json's data_dir; never "
+        "downloads)",
     )
     parser.add_argument(
         "--seed",
@@ -1743,10 +1869,10 @@ def main(argv=None):
             raise RunError("--num-images must be at least 2 and --samples at least 1")
         check_device(args.device)
         check_writable(args.out_dir)
+        if args.cache and args.data_dir:
+            raise RunError("pass --cache or --data-dir, not both")
         runs = [load_run(folder, args.device) for folder in args.runs]
-        cache = args.cache or runs[0].info.get("cache_path")
-        if not cache:
-            raise RunError(f"{runs[0].folder}/run_info.json names no cache_path; pass --cache")
+        cache = real_cache_path(runs, args.cache, args.data_dir)
         real_cache = load_real_cache(cache)
         all_real = real_cache.images
         num_images = min(args.num_images, len(all_real) // 2)
@@ -1763,8 +1889,9 @@ def main(argv=None):
         return 2
     real, reference, real_labels = real_samples(real_cache, num_images, args.seed)
 
-    caveats = budget_caveats(runs)
-    caches = {str(run.info.get("cache_path")) for run in runs}
+    trained = [run for run in runs if run.trained]
+    caveats = budget_caveats(trained)
+    caches = {str(run.info.get("cache_path")) for run in trained}
     if len(caches) > 1:
         caveats.append(
             f"the runs trained on different caches ({', '.join(sorted(caches))}); "
@@ -1802,7 +1929,7 @@ def main(argv=None):
         snapshots=not args.no_snapshots,
     )
 
-    markdown = report(runs, scores, floors, caveats, num_images, len(all_real), structure, classes)
+    markdown = report(runs, scores, floors, caveats, num_images, real_cache, structure, classes)
     figure = make_figure(
         runs,
         scores,

@@ -176,6 +176,16 @@ class StandInConfig:
     z_dim: int = 8
     img_size: int = 32
     conditional: bool = False
+    # the data settings, as the scripts' Config has them: where a cache is found or built
+    data_dir: str = "data"
+    source: str = "auto"
+    cache_dir: str = "cache"
+    rotations: int = 0
+    max_angle: float = 15.0
+    data_seed: int = 0
+    synthetic_images: int = 2000
+    synthetic_classes: int = 10
+    preprocess_workers: int = 1
 
 
 class WeightsError(Exception):
@@ -316,6 +326,16 @@ def write_run(
     return folder
 
 
+def write_generator_only(folder, variant, script, weights, **config):
+    """A folder of generator.pkl and config.json alone, as pretrained/ holds: no training run."""
+    folder.mkdir(parents=True)
+    saved = {"variant": variant, "script": script, "config": {"z_dim": 8, "img_size": 32, **config}}
+    (folder / "config.json").write_text(json.dumps(saved))
+    (folder / "generator.pkl").write_bytes(weights)
+    (folder / "README.md").write_text("how it was trained\n")
+    return folder
+
+
 def table_rows(markdown):
     """The main table's data rows, as lists of cells."""
     table = markdown.split("\n\n")[1].splitlines()[2:]
@@ -441,7 +461,7 @@ def test_no_snapshots_scores_only_the_final_generators(stand_ins, capsys):
     [
         (
             "not a run",
-            "is not a run folder (no config.json, run_info.json, metrics.csv, generator.pkl)",
+            "is not a run folder (no config.json, generator.pkl)",
         ),
         ("bad weights", "generator.pkl: not a plain state_dict"),
         ("missing cache", "real-image cache"),
@@ -500,6 +520,96 @@ def test_an_unknown_method_is_refused_naming_the_four_known(stand_ins, capsys):
         f"error: {run}/config.json names the method 'BigGAN'; compare.py reads runs of WGAN-GP, "
         "WGAN-clip, DCGAN and SNGAN\n"
     )
+
+
+def test_a_generator_without_a_training_run_is_scored_beside_the_runs(stand_ins, capsys):
+    run = write_run(stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised")
+    pretrained = write_generator_only(
+        stand_ins / "pretrained" / "sngan", "SNGAN", "sngan", b"collapsed"
+    )
+    out_dir = stand_ins / "comparison"
+    assert (
+        compare.main([str(run), str(pretrained), "--out-dir", str(out_dir), "--num-images", "32"])
+        == 0
+    )
+    markdown = capsys.readouterr().out
+    rows, sizes = table_rows(markdown), sizes_rows(markdown)
+    # scored as any run (the training run's cache: the pretrained folder names none)...
+    assert [row[0] for row in rows] == ["WGAN-GP", "SNGAN"]
+    assert float(rows[1][5]) > float(rows[0][5]), "the collapsed stand-in scores worse on SWD"
+    assert "mode collapse" in rows[1][-1]
+    # ... but has no epochs, steps, speed or losses to show
+    assert rows[1][2:5] == ["not a training run", "-", "-"]
+    assert sizes[1][2:6] == ["1", "-", "-", "-"], "G params counted from the generator itself"
+    assert (
+        f"Not a training run (config.json and generator.pkl only): `{pretrained}`: no losses or "
+        "speed" in markdown
+    )
+    assert "barely trained" not in markdown and "unfinished" not in markdown
+    with Image.open(out_dir / "comparison.png") as figure:
+        assert figure.size == expected_figure_size(rows=2, with_quality=False)
+
+
+def test_generators_alone_find_or_build_their_cache_from_config_json(
+    stand_ins, monkeypatch, capsys
+):
+    """No run names a cache: config.json's data settings build it, with --data-dir for where the
+    photos are now (a folder of class subfolders here; pretrained/ names Flowers)."""
+    monkeypatch.setattr(compare.preprocess, "load_cache", REAL_LOAD_CACHE)
+    photos = stand_ins / "photos"
+    images, labels = classed_like(48, size=40, seed=8)
+    for index, (image, label) in enumerate(zip(images, labels)):
+        (photos / CLASSES[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(
+            photos / CLASSES[label] / f"{index}.png"
+        )
+    data = {"source": "folder", "data_dir": "moved_away", "cache_dir": str(stand_ins / "built")}
+    first = write_generator_only(stand_ins / "a", "WGAN-GP", "gan_complete", b"memorised", **data)
+    second = write_generator_only(stand_ins / "b", "DCGAN", "dcgan", b"collapsed", **data)
+    out_dir = stand_ins / "comparison"
+    folders = [str(first), str(second), "--out-dir", str(out_dir), "--num-images", "16"]
+
+    # where config.json says the photos were, there are none: say what to pass
+    assert compare.main(folders) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and stderr.startswith(
+        f"error: no run names its real images' cache ({first} is not a training run) and "
+        "moved_away does not exist; pass --data-dir with the photos it trained on, or --cache"
+    )
+
+    assert compare.main([*folders, "--data-dir", str(photos)]) == 0
+    printed = capsys.readouterr()
+    (cache,) = (stand_ins / "built").iterdir()
+    assert cache.name.startswith("folder-") and "_s32_r0_" in cache.name
+    assert f"building {cache}" in printed.err, "preprocess's lines go to stderr, the table to stdout"
+    assert f"real images from {cache} (48 in all)" in printed.out
+    assert [row[2] for row in table_rows(printed.out)] == ["not a training run"] * 2
+
+    # built once: the next comparison finds it, without --data-dir where config.json's data_dir
+    # is right
+    for folder in (first, second):
+        saved = json.loads((folder / "config.json").read_text())
+        saved["config"]["data_dir"] = str(photos)
+        (folder / "config.json").write_text(json.dumps(saved))
+    assert compare.main(folders) == 0
+    assert f"reusing the complete cache {cache}" in capsys.readouterr().err
+
+
+def test_generators_alone_never_download_the_flowers(stand_ins, monkeypatch, capsys):
+    monkeypatch.setattr(
+        compare.preprocess, "download_flowers102", lambda *args: pytest.fail("downloaded")
+    )
+    empty = stand_ins / "empty"
+    empty.mkdir()
+    pretrained = write_generator_only(
+        stand_ins / "pretrained", "WGAN-GP", "gan_complete", b"memorised", data_dir=str(empty)
+    )
+    assert compare.main([str(pretrained), "--out-dir", str(stand_ins / "comparison")]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and (
+        f"and {empty} holds no Oxford 102 Flowers (jpg/ and a label file)" in stderr
+    )
+    assert "pass --data-dir with the photos it trained on, or --cache" in stderr
 
 
 # ----------------------------------------------------------------------------- end to end
