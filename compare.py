@@ -108,7 +108,8 @@ GAUSSIAN_5TAP = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16  # Burt & Adelson p
 DIVERSITY_SIZE = 16  # px, the side the images are reduced to before measuring distances
 DIVERSITY_MAX_IMAGES = 500  # pairwise distances grow quadratically; 500 gives 125k pairs
 COLLAPSE_RATIO = 0.5
-# A run with fewer generator steps has hardly started: its low diversity is not called collapse.
+# A run with fewer generator steps has hardly started (3-4 epochs of the CPU preset): it is flagged
+# as barely trained, and its low diversity is not called collapse.
 TRAINED_STEPS = 500
 
 # Noise. A lead smaller than NOISE_SIGMAS standard deviations of the difference between two
@@ -1140,6 +1141,11 @@ def run_warnings(run, score):
         warnings.append(
             f"barely trained ({steps} generator steps): its low diversity ({score.diversity:.2f}) "
             "says it has not learned yet, not that it collapsed"
+        )
+    elif steps < TRAINED_STEPS:  # varied samples of a generator that has hardly started
+        warnings.append(
+            f"barely trained ({steps} generator steps, under {TRAINED_STEPS}): its scores say "
+            "little yet"
         )
     elif score.diversity < COLLAPSE_RATIO:
         warnings.append(f"mode collapse: diversity {score.diversity:.2f} < {COLLAPSE_RATIO}")

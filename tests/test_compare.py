@@ -925,6 +925,22 @@ def test_a_barely_trained_run_is_not_called_collapsed(stand_ins, capsys):
     assert "barely trained (95 generator steps)" in warnings and "mode collapse" not in warnings
 
 
+def test_a_run_under_500_generator_steps_is_barely_trained_however_varied(stand_ins, capsys):
+    """Three or four epochs on the CPU preset: varied samples, but hardly started."""
+    short = write_run(
+        stand_ins / "GAN_output", "WGAN-GP", "gan_complete", b"memorised", generator_steps=384
+    )
+    trained = write_run(
+        stand_ins / "DCGAN_output", "DCGAN", "dcgan", b"memorised", generator_steps=500
+    )
+    out_dir = stand_ins / "comparison"
+    assert compare.main([str(short), str(trained), "--out-dir", str(out_dir)]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert float(rows[0][7]) > compare.COLLAPSE_RATIO
+    assert rows[0][-1] == "barely trained (384 generator steps, under 500): its scores say little yet"
+    assert rows[1][-1] == "none"
+
+
 def test_the_verdict_says_where_swd_and_fd_disagree_and_calls_no_run_best():
     runs = [
         types.SimpleNamespace(variant=name, folder=Path(name), config=StandInConfig(img_size=64))
