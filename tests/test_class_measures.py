@@ -1,5 +1,6 @@
 """compare.py's class measures of conditional runs: the grey classifier tells classes by shape
-where colour cannot help, and the per-class figures catch a wrong class, and one image per class.
+where colour cannot help, brightness alone tells classes by brightness and not by shape, and the
+per-class figures catch a wrong class, and one image per class.
 
 The classes here differ by the shape of a central figure (disc, square, ring, cross) drawn in a
 random colour per image, so that only shape tells them apart.
@@ -85,3 +86,26 @@ def test_one_image_per_class_is_caught_by_the_within_class_diversity(classes):
     assert one["top1"] > 0.8, "each image is of its class: the class match alone misses it"
     assert one["within_diversity"] < 0.05 < 0.7 < right["within_diversity"]
     assert one["class_kid"] > right["class_kid"]
+
+
+def bright_like(n, size=32, seed=0):
+    """(uint8 [n, 3, size, size], labels [n]): flower_like images with a central grey disc whose
+    brightness is the class (no shape, no hue tells them apart); image i is of class i % 4."""
+    coords = (torch.arange(size) + 0.5) / size - 0.5
+    inside = ((coords[:, None] ** 2 + coords[None, :] ** 2).sqrt() < 0.35).float()
+    labels = torch.arange(n) % len(CLASSES)
+    grey = (0.1 + 0.25 * labels.float())[:, None, None, None]
+    images = flower_like(n, size, seed).float() / 255 * (1 - inside) + grey * inside
+    return (images * 255).round().to(torch.uint8), labels
+
+
+def test_brightness_alone_tells_brightness_classes_and_not_shapes(tmp_path):
+    """The baseline beside the colour-blind ceiling: how much brightness alone gives away."""
+    bright = compare.Cache(tmp_path, *bright_like(400, seed=6), CLASSES, copies=1)
+    shaped = compare.Cache(tmp_path, *shaped_like(400, seed=6), CLASSES, copies=1)
+    assert compare.brightness_accuracy(bright, size=32) > 0.9
+    assert compare.brightness_accuracy(shaped, size=32) < 0.4, "chance is 25%"
+
+
+def test_the_class_measure_shows_brightness_alone_beside_the_grey_ceiling(classes):
+    assert 0 < classes.brightness < 0.4

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import math
+import re
 import shutil
 import sys
 import types
@@ -821,6 +822,9 @@ def test_conditional_runs_get_their_class_match_beside_real_accuracy_and_chance(
     classes = class_rows(markdown)
     assert [row[0] for row in classes] == ["WGAN-GP", "DCGAN", "real photos"]
     assert classes[0][2] == rows[0][7] and "chance 25.0%" in markdown
+    # beside the colour-blind ceiling: what brightness alone (no shape) tells of the real photos
+    assert re.fullmatch(r"\d+\.\d% \(brightness alone: \d+\.\d%\)", classes[-1][3])
+    assert "brightness alone (a nearest-centroid classifier on grey-level histograms" in markdown
     assert f"- `{wrong}`: a -> b (16 of 16), b -> c (16 of 16), c -> d (16 of 16)" in markdown
     assert f"- `{right}`: none" in markdown
 
