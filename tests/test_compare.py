@@ -601,7 +601,9 @@ def test_generators_alone_find_or_build_their_cache_from_config_json(
     printed = capsys.readouterr()
     (cache,) = (stand_ins / "built").iterdir()
     assert cache.name.startswith("folder-") and "_s32_r0_" in cache.name
-    assert f"building {cache}" in printed.err, "preprocess's lines go to stderr, the table to stdout"
+    assert f"building {cache}" in printed.err, (
+        "preprocess's lines go to stderr, the table to stdout"
+    )
     assert f"real images from {cache} (48 in all)" in printed.out
     assert [row[2] for row in table_rows(printed.out)] == ["not a training run"] * 2
 
@@ -696,9 +698,8 @@ def test_compare_two_real_gan_complete_runs(tmp_path, capsys, monkeypatch):
     assert sizes[0][2] != sizes[1][2], "--g-channels 8 gives a smaller generator"
     assert "images seen differ by more than 10%" in markdown and "epochs differ" in markdown
     # one epoch each: a lead, or a tie within the measures' noise, which the verdict then says
-    assert (
-        "Best on SWD: WGAN-GP" in markdown or "No run leads beyond the measures' noise" in markdown
-    )
+    verdicts = ("Best on SWD: WGAN-GP", "No run leads beyond the measures' noise", "within noise")
+    assert any(verdict in markdown for verdict in verdicts)
     assert "Noise: at this sample size one SWD varies by about" in markdown
     with Image.open(out_dir / "comparison.png") as figure:
         assert figure.format == "PNG"
@@ -960,7 +961,9 @@ def test_a_run_under_500_generator_steps_is_barely_trained_however_varied(stand_
     assert compare.main([str(short), str(trained), "--out-dir", str(out_dir)]) == 0
     rows = table_rows(capsys.readouterr().out)
     assert float(rows[0][7]) > compare.COLLAPSE_RATIO
-    assert rows[0][-1] == "barely trained (384 generator steps, under 500): its scores say little yet"
+    assert (
+        rows[0][-1] == "barely trained (384 generator steps, under 500): its scores say little yet"
+    )
     assert rows[1][-1] == "none"
 
 
