@@ -63,23 +63,20 @@ from torchvision.transforms.functional import rgb_to_grayscale
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
+import machinery
 import preprocess
 
-# The method a run was trained with (config.json "variant") -> the training script that reads
-# its config and loads its generator. Only these are imported: the name comes from a file, and
-# importing whatever it says would run any module. By method, not by the script's file name: a
-# renamed copy of sngan.py (a student's hw4_code.py) writes its own name as "script".
-SCRIPT_OF_VARIANT = {
-    "WGAN-GP": "gan_complete",
-    "WGAN-clip": "wgan_clip",
-    "DCGAN": "dcgan",
-    "SNGAN": "sngan",
-}
+# The method a run was trained with (config.json "variant") -> the training script whose
+# Generator loads it: machinery.METHOD_SCRIPTS. Only these are imported: the name comes from a
+# file, and importing whatever it says would run any module. By method, not by the script's file
+# name: a renamed copy of sngan.py (a student's hw4_code.py) writes its own name as "script".
+SCRIPT_OF_VARIANT = machinery.METHOD_SCRIPTS
 # Enough to score a generator's samples (SWD, FD, class match): pretrained/ holds no more.
 GENERATOR_FILES = ("config.json", "generator.pkl")
 # What a training run writes beside them: its losses, speed, steps and budgets.
 TRAINING_FILES = ("run_info.json", "metrics.csv")
-METRICS_COLUMNS = ("step", "epoch", "d_loss", "g_loss", "w_dist", "gp", "lr", "time")
+# metrics.csv's columns of every method; each adds its own (its script's METRICS)
+METRICS_COLUMNS = ("step", "epoch", "d_loss", "g_loss", "lr", "time")
 SNAPSHOT_NAME = re.compile(r"generator_epoch_(\d+)\.pkl")  # snapshots/ of a run, see snapshot_every
 RUN_INFO_KEYS = (
     "generator_params",
@@ -222,8 +219,8 @@ def config_and_loader(folder, saved_config, device="cpu"):
     weights file (generator.pkl, a snapshot), raising RunError.
 
     The one place that decides which module reads a run: the training script of its method
-    (SCRIPT_OF_VARIANT), through that script's read_config, load_generator, ConfigError and
-    WeightsError.
+    (SCRIPT_OF_VARIANT), whose Config and Generator machinery.read_config and load_generator
+    use.
     """
     variant = saved_config.get("variant")
     if variant not in SCRIPT_OF_VARIANT:
@@ -239,21 +236,17 @@ def config_and_loader(folder, saved_config, device="cpu"):
     except ImportError as error:
         raise RunError(f"{folder} needs {script}.py, which cannot be imported ({error})") from None
     try:
-        config = module.read_config(folder / "config.json")
-    except module.ConfigError as error:  # the scripts' one-line refusal
+        config = machinery.read_config(module, folder / "config.json")
+    except machinery.ConfigError as error:  # the scripts' one-line refusal
         raise RunError(f"{folder}: {error}") from None
-
-    # "data" (channels, class names) only where the run wrote it: older loaders take no such
-    # argument.
-    data = {"data": saved_config["data"]} if "data" in saved_config else {}
 
     def load(path):
         try:
-            return module.load_generator(path, config, device=device, **data)
-        except (module.ConfigError, module.WeightsError) as error:
+            return machinery.load_generator(module, path, config, device, saved_config.get("data"))
+        except (machinery.ConfigError, machinery.WeightsError) as error:
             raise RunError(f"{folder}: {error}") from None
 
-    return config, load
+    return config, load, module.METRICS
 
 
 def load_run(folder, device="cpu"):
@@ -274,17 +267,18 @@ def load_run(folder, device="cpu"):
         missing = [name for name in TRAINING_FILES if name not in present]
         raise RunError(f"{folder} has {present[0]} but no {missing[0]}: a damaged training run?")
     saved_config = read_json(folder / "config.json")
-    config, load = config_and_loader(folder, saved_config, device)
+    config, load, method_metrics = config_and_loader(folder, saved_config, device)
+    columns = [*METRICS_COLUMNS, *method_metrics[2:]]
     generator = load(folder / "generator.pkl")
     info = {}
-    metrics = {name: np.zeros(0) for name in METRICS_COLUMNS}  # no losses to plot
+    metrics = {name: np.zeros(0) for name in columns}  # no losses to plot
     torn_row = False
     if present:
         info = read_json(folder / "run_info.json")
         missing = [key for key in RUN_INFO_KEYS if key not in info]
         if missing:
             raise RunError(f"{folder}/run_info.json lacks {', '.join(missing)}")
-        metrics, torn_row = read_csv_columns(folder / "metrics.csv", METRICS_COLUMNS)
+        metrics, torn_row = read_csv_columns(folder / "metrics.csv", columns)
     snapshots = sorted(
         (int(match.group(1)), path)
         for path in (folder / "snapshots").glob("*.pkl")
@@ -1168,7 +1162,8 @@ def run_warnings(run, score):
             else []
         )
     warnings = []
-    losses = np.stack([run.metrics[name] for name in ("d_loss", "g_loss", "w_dist", "gp")])
+    method = [name for name in run.metrics if name not in ("step", "epoch", "lr", "time")]
+    losses = np.stack([run.metrics[name] for name in method])
     if losses.size == 0:
         warnings.append("metrics.csv has no rows")
     else:
@@ -1679,12 +1674,23 @@ def report(runs, scores, floors, caveats, num_images, real_cache, structure, cla
 # ------------------------------------------------------------------------------- the figure
 ROW_HEIGHT, DPI = 4.4, 100  # inches per run, pixels per inch
 PANEL_WIDTHS = {"samples": 4.4, "losses": 6.0, "gap": 6.0, "quality": 4.8}  # inches
-# The critic's gap gets its own panel: for WGAN-GP the critic loss is dominated by the penalty
+# The critic's view gets its own panel: for WGAN-GP the critic loss is dominated by the penalty
 # term and would flatten the curve that actually tracks progress (the Wasserstein estimate).
-LOSS_PANELS = [
-    ("losses (faint: raw, solid: smoothed)", {"d_loss": "critic / D loss", "g_loss": "G loss"}),
-    ("mean D(real) - mean D(fake)", {"w_dist": "critic gap"}),
-]
+LOSS_PANEL = (
+    "losses (faint: raw, solid: smoothed)",
+    {"d_loss": "critic / D loss", "g_loss": "G loss"},
+)
+
+
+def critic_panel(metrics):
+    """(title, {column: label}) of what the run's critic logs beside its loss: the gap of mean
+    scores (the Wasserstein estimate of the WGANs), or the mean D(real) and D(fake) (DCGAN's
+    probabilities, SNGAN's hinge scores)."""
+    if "w_dist" in metrics:
+        return "mean D(real) - mean D(fake)", {"w_dist": "critic gap"}
+    return "mean D(real) and mean D(fake)", {"d_real": "D(real)", "d_fake": "D(fake)"}
+
+
 COLOURS = ("tab:blue", "tab:orange")
 CURVE_PERCENTILE = 1  # the y-axis shows the 1st to 99th percentile of the raw values
 
@@ -1794,7 +1800,7 @@ def make_figure(runs, scores, floors, fd_floor, samples_shown, seed):
         row[0].imshow(grid.permute(1, 2, 0).numpy())
         row[0].set_axis_off()
         row[0].set_title(sample_title(run, score), fontweight="bold")
-        for axis, (title, columns) in zip(row[1:3], LOSS_PANELS):
+        for axis, (title, columns) in zip(row[1:3], (LOSS_PANEL, critic_panel(run.metrics))):
             if not run.trained:
                 axis.text(0.5, 0.5, "no losses: not a training run", ha="center", va="center")
                 axis.set_axis_off()

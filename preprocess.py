@@ -205,7 +205,10 @@ class SkipImage(Exception):
 
 
 def one_line(text):
-    return " ".join(str(text).split())
+    """A message (or an error's) on one line; an error without a message by its type's name."""
+    return " ".join(str(text).split()) or (
+        type(text).__name__ if isinstance(text, Exception) else ""
+    )
 
 
 def stable_seed(*parts):

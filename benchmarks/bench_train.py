@@ -1,13 +1,14 @@
-"""Training throughput of the three scripts, against a naive per-epoch PIL DataLoader.
+"""Training throughput of the four scripts, against a naive per-epoch PIL DataLoader.
 
     python benchmarks/bench_train.py --data-dir data/flowers102 --width 128 --batch-size 32
     python benchmarks/bench_train.py --data-dir data/flowers102 --width 1024 --steps 8 \
         --modes naive fast
 
-For each script and mode it runs the script's own critic and generator steps (n_critic as in
-its Config) in a fresh process, skips the warm-up steps, times the rest, and prints a Markdown
-table: steady-state training images/s (images through the critic), peak memory (process RSS
-on a CPU, peak allocated GPU memory on CUDA) and the speed-up over the naive reference.
+For each script and mode it runs the script's own training loop (its train(), n_critic as in
+its Config, the EMA and the metrics included) in a fresh process, skips the warm-up steps, times
+the rest, and prints a Markdown table: steady-state training images/s (images through the
+critic), peak memory (process RSS on a CPU, peak allocated GPU memory on CUDA) and the speed-up
+over the naive reference.
 
 Modes:
     naive     what most coursework scripts do: a DataLoader decoding the JPEGs with PIL every
@@ -44,7 +45,7 @@ MODES = {
     "fast": dict(channels_last=True, amp="bf16"),
     "fp16": dict(channels_last=True, amp="fp16"),
 }
-SCRIPTS = ["gan_complete", "wgan_clip", "dcgan"]
+SCRIPTS = ["gan_complete", "wgan_clip", "dcgan", "sngan"]
 
 
 def naive_batches(args, config):
@@ -111,22 +112,33 @@ def prepare_naive_folder(args):
                 ).save(folder / path.name, quality=90)
 
 
-def memory_batches(module, config, device):
-    import preprocess
+class NaiveLoader:
+    """The naive reference as the scripts' loop takes its data: batches of an epoch."""
 
-    images, labels, _ = preprocess.prepare_data(
-        data_dir=config.data_dir, cache_dir=config.cache_dir, size=config.img_size, progress=False
-    )
-    loader = module.InMemoryLoader(
-        images, labels, config.batch_size, 0, device, config.channels_last
-    )
-    for epoch in itertools.count():
-        for _, real, _ in loader.batches(epoch):
-            yield real
+    def __init__(self, args, config, device):
+        self.batches_of = naive_batches(args, config)
+        self.device, self.steps_per_epoch = device, args.warmup + args.steps + 1
+        self.num_classes, self.channels, self.class_names, self.cache_path = 0, 3, ["all"], ""
+        self.memory_format = torch.contiguous_format
+        self.images = torch.zeros(self.steps_per_epoch * config.batch_size, 3, 1, 1)
+
+    def batches(self, epoch, start=0):
+        for _ in range(start, self.steps_per_epoch):
+            real = next(self.batches_of).to(self.device, non_blocking=True)
+            yield real, torch.zeros(real.size(0), dtype=torch.long, device=self.device)
+
+
+class Timed(Exception):
+    """The timed steps are done: the run stops here, before its epoch's outputs."""
 
 
 def measure(args):
-    """One (script, mode) in this process: {'images_per_s', 'peak_mb'}."""
+    """One (script, mode) in this process: {'images_per_s', 'peak_mb'}. The script's own training
+    loop (script.train) runs on the mode's data for warm-up + timed steps, its end_step timed."""
+    import tempfile
+
+    import machinery
+
     module = importlib.import_module(args.script)
     config = module.Config(
         img_size=args.img_size,
@@ -136,64 +148,49 @@ def measure(args):
         device=args.device,
         data_dir=args.data_dir,
         cache_dir=args.cache_dir,
+        progress=False,
         **MODES[args.mode],
     )
-    device = module.resolve_device(config.device)
-    if args.mode in ("fast", "fp16"):  # as run_training does
-        module.keep_freed_cpu_memory(device)
-    module.seed_everything(0, deterministic=False)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    generator = (
-        module.Generator(config).apply(module.weights_init).to(device, memory_format=memory_format)
-    )
-    discriminator = (
-        module.Discriminator(config)
-        .apply(module.weights_init)
-        .to(device, memory_format=memory_format)
-    )
-    opt_g, opt_d = module.make_optimizers(generator, discriminator, config, device)
-    dtype = module.amp_dtype(config, device)
-    autocast = lambda: torch.autocast(
-        device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-    )
-    scaler_d, scaler_g = (
-        torch.amp.GradScaler(device.type, enabled=dtype == torch.float16) for _ in range(2)
-    )
-    batches = (
-        naive_batches(args, config)
-        if args.mode == "naive"
-        else memory_batches(module, config, device)
-    )
+    device = machinery.resolve_device(config.device)
+    if args.mode in ("fast", "fp16"):  # as train_command does
+        machinery.keep_freed_cpu_memory(device)
+    machinery.seed_everything(0, deterministic=False)
+    if args.mode == "naive":
+        data = NaiveLoader(args, config, device)
+    else:
+        data = machinery.load_data(config, device)
+        data.steps_per_epoch = args.warmup + args.steps + 1  # the epoch ends after the timing
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    for step, real in enumerate(batches):
-        if step == args.warmup:
+    times, end_step = [], machinery.end_step
+
+    def timed_end_step(run, **metrics):
+        end_step(run, **metrics)
+        if run.step in (args.warmup, args.warmup + args.steps):
             sync()
-            started = time.perf_counter()
-        if step == args.warmup + args.steps:
-            sync()
-            seconds = time.perf_counter() - started
-            break
-        real = real.to(device, non_blocking=True)
-        # unconditional: ignored
-        labels = torch.zeros(real.size(0), dtype=torch.long, device=device)
-        module.critic_step(
-            generator, discriminator, real, labels, opt_d, scaler_d, config, autocast
+            times.append(time.perf_counter())
+        if len(times) == 2:
+            raise Timed
+
+    machinery.end_step = timed_end_step
+    with tempfile.TemporaryDirectory() as out_dir:
+        config.out_dir = out_dir
+        run = machinery.Run(
+            script=module, config=config, data=data, device=device, out_dir=Path(out_dir)
         )
-        if step % config.n_critic == 0:  # as in train_gan
-            discriminator.requires_grad_(False)
-            module.generator_step(
-                generator, discriminator, real, labels, opt_g, scaler_g, config, autocast
-            )
-            discriminator.requires_grad_(True)
+        with machinery._StopRequest() as run.stop:
+            try:
+                module.train(run)
+            except Timed:
+                pass
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
         if device.type == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
     return {
-        "images_per_s": args.steps * config.batch_size / seconds,
+        "images_per_s": args.steps * config.batch_size / (times[1] - times[0]),
         "peak_mb": peak,
         "device": str(device),
     }

@@ -32,6 +32,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import machinery  # noqa: E402
 import preprocess  # noqa: E402
 
 
@@ -39,7 +40,7 @@ def build(module, config, data, state):
     generator = module.Generator(
         config, len(data["class_names"]) if config.conditional else 0, data["channels"]
     )
-    module.load_weights(generator, state, "checkpoint")
+    machinery.load_weights(generator, state, "checkpoint")
     return generator.train(False)
 
 
@@ -119,22 +120,22 @@ def main():
     info = json.loads((args.run / "run_info.json").read_text())
     if not info.get("finished"):
         sys.exit(f"{args.run} is not finished")
-    module = importlib.import_module(saved["script"])
-    config = module.read_config(args.run / "config.json")
+    module = importlib.import_module(machinery.METHOD_SCRIPTS[saved["variant"]])
+    config = machinery.read_config(module, args.run / "config.json")
     data = saved["data"]
-    checkpoint = module.load_checkpoint(args.run / "checkpoint.pt")
+    checkpoint = machinery.load_checkpoint(args.run / "checkpoint.pt")
     raw = build(module, config, data, checkpoint["generator"])
     averaged = build(module, config, data, checkpoint["ema"])
-    recalibrated = module.load_generator(args.run / "generator.pkl", config, data=data)
+    recalibrated = machinery.load_generator(module, args.run / "generator.pkl", config, data=data)
 
     # 1. the sibling run folder
     args.sibling.mkdir(parents=True, exist_ok=False)
     for name in ("config.json", "run_info.json", "metrics.csv"):
         shutil.copy2(args.run / name, args.sibling / name)
-    module.save_state_dict(averaged, args.sibling / "generator.pkl")
+    machinery.save_state_dict(averaged, args.sibling / "generator.pkl")
 
     # 2. does recalibrated_batchnorm(checkpoint "ema") reproduce generator.pkl?
-    again = module.recalibrated_batchnorm(averaged, config, config.seed + info["epochs_done"])
+    again = machinery.recalibrated_batchnorm(averaged, config, config.seed + info["epochs_done"])
     reproduced = max(
         (a - b).abs().max().item()
         for a, b in zip(again.state_dict().values(), recalibrated.state_dict().values())

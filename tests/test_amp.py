@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+import analysis
+import machinery
 from conftest import SCRIPTS, tiny_args
 
 MODULES = {name: importlib.import_module(name) for name in SCRIPTS}
@@ -22,7 +24,7 @@ def small_critic():
 def penalty(critic, real, fake, dtype=None, scaler=None):
     torch.manual_seed(1)  # the same interpolation weights every time
     with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-        return gan_complete.compute_gradient_penalty(critic, real, fake, scaler=scaler)
+        return gan_complete.gradient_penalty(critic, real, fake, scaler=scaler)
 
 
 def test_the_fp16_penalty_under_a_scaler_matches_fp32():
@@ -40,25 +42,30 @@ def test_the_fp16_penalty_under_a_scaler_matches_fp32():
     assert half.item() == pytest.approx(exact.item(), rel=0.01)
 
 
+def critic_update(critic, real, fake, opt_d, scaler):
+    """The WGAN-GP critic's update as gan_complete.train writes it, under fp16 autocast."""
+    with torch.autocast("cpu", dtype=torch.float16):
+        penalty = gan_complete.gradient_penalty(critic, real, fake, scaler=scaler)
+        d_loss = critic(fake).float().mean() - critic(real).float().mean() + 10 * penalty
+    opt_d.zero_grad(set_to_none=True)
+    scaler.scale(d_loss).backward()
+    return d_loss, penalty, machinery.optimizer_step(opt_d, scaler)
+
+
 def test_an_overflow_is_skipped_and_lowers_the_scale_and_training_goes_on():
     critic, config = small_critic()
     generator = gan_complete.Generator(config).apply(gan_complete.weights_init)
-    _, opt_d = gan_complete.make_optimizers(generator, critic, config, CPU)
+    _, opt_d = gan_complete.make_optimizers(generator, critic, config)
     # far past fp16's range: must overflow
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
-    autocast = lambda: torch.autocast("cpu", dtype=torch.float16)
-    real, labels = torch.rand(8, 3, 32, 32) * 2 - 1, torch.zeros(8, dtype=torch.long)
+    real, fake = torch.rand(2, 8, 3, 32, 32) * 2 - 1
     before = [p.detach().clone() for p in critic.parameters()]
-    _, _, _, skipped = gan_complete.critic_step(
-        generator, critic, real, labels, opt_d, scaler, config, autocast
-    )
+    _, _, skipped = critic_update(critic, real, fake, opt_d, scaler)
     assert skipped.item() == 1 and scaler.get_scale() < 2.0**40
     # the step was not taken
     assert all(torch.equal(a, b) for a, b in zip(before, critic.parameters()))
     for _ in range(40):  # the scale comes down until steps go through
-        d_loss, _, gp, skipped = gan_complete.critic_step(
-            generator, critic, real, labels, opt_d, scaler, config, autocast
-        )
+        d_loss, gp, skipped = critic_update(critic, real, fake, opt_d, scaler)
     assert skipped.item() == 0 and torch.isfinite(d_loss) and torch.isfinite(gp)
     assert not all(torch.equal(a, b) for a, b in zip(before, critic.parameters()))
 
@@ -72,11 +79,11 @@ def test_auto_chooses_fp16_only_on_gpus_with_fp16_tensor_cores_and_no_fast_bf16(
         ((8, 0), torch.bfloat16),
     ):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device, c=capability: c)
-        assert gan_complete.amp_dtype(config, torch.device("cuda")) is expected
-    assert gan_complete.amp_dtype(gan_complete.Config(amp="fp16"), CPU) is torch.float16
-    monkeypatch.setattr(gan_complete, "cpu_has_native_bf16", lambda: False)
+        assert machinery.amp_dtype(config, torch.device("cuda")) is expected
+    assert machinery.amp_dtype(gan_complete.Config(amp="fp16"), CPU) is torch.float16
+    monkeypatch.setattr(machinery, "cpu_has_native_bf16", lambda: False)
     # the CPU is unchanged: fp32 or bf16, never fp16
-    assert gan_complete.amp_dtype(config, CPU) is None
+    assert machinery.amp_dtype(config, CPU) is None
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -90,8 +97,8 @@ def test_fp16_trains_every_script_and_shows_skipped_steps_in_metrics(
         torch.amp, "GradScaler", lambda *a, **k: real_scaler(*a, **{**k, "init_scale": 2.0**20})
     )
     assert module.main(tiny_args(cache_dir, tmp_path, "--amp", "fp16", "--epochs", "4")) == 0
-    metrics = module.read_metrics(tmp_path)
-    skipped = metrics[:, module.METRIC_COLUMNS.index("d_skipped")]
+    metrics = machinery.read_metrics(tmp_path)
+    skipped = metrics[:, metric_columns(module).index("d_skipped")]
     assert skipped[0] == 1 and skipped[-1] == 0  # skipped at the start, then trained
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert 0 < checkpoint["scaler_d"]["scale"] < 2.0**20  # lowered, and kept for a resume
@@ -105,8 +112,8 @@ def test_fp16_starts_at_a_scale_that_fits_the_penalty_and_logs_skipped_steps_as_
         cache_dir, tmp_path, "--amp", "fp16", "--log-every", "1", "--synthetic-images", "96"
     )
     assert gan_complete.main(args) == 0
-    metrics = gan_complete.read_metrics(tmp_path)
-    columns = gan_complete.METRIC_COLUMNS
+    metrics = machinery.read_metrics(tmp_path)
+    columns = metric_columns(gan_complete)
     skipped = metrics[:, columns.index("d_skipped")]
     assert len(skipped) > 30 and skipped.sum() <= 2
     text = (tmp_path / "metrics.csv").read_text()
@@ -116,8 +123,12 @@ def test_fp16_starts_at_a_scale_that_fits_the_penalty_and_logs_skipped_steps_as_
         assert row[columns.index("step")] > 0
 
 
+def metric_columns(script):
+    return ["step", "epoch", *script.METRICS, "lr", "time", "d_skipped", "g_skipped"]
+
+
 def test_a_skipped_update_is_a_blank_in_metrics_csv_and_left_out_of_the_plot(tmp_path):
-    columns = gan_complete.METRIC_COLUMNS
+    columns = metric_columns(gan_complete)
     row = dict(
         step=1,
         epoch=1,
@@ -131,16 +142,17 @@ def test_a_skipped_update_is_a_blank_in_metrics_csv_and_left_out_of_the_plot(tmp
         g_skipped=0.0,
     )
     diverged = {**row, "step": 2, "d_skipped": 0.0}  # not skipped: a NaN there is a NaN
-    text = gan_complete.csv_text([[r[c] for c in columns] for r in (row, diverged)]).decode()
+    text = machinery.csv_text([[r[c] for c in columns] for r in (row, diverged)], columns).decode()
     assert text.splitlines() == [
         "1,1,,0.5,,,0.0001,0.1,1.0,0.0",
         "2,1,nan,0.5,inf,nan,0.0001,0.1,0.0,0.0",
     ]
     (tmp_path / "metrics.csv").write_text(",".join(columns) + "\n" + text)
-    read = gan_complete.read_metrics(tmp_path)
+    read = machinery.read_metrics(tmp_path)
     assert math.isnan(read[0, columns.index("d_loss")]) and read[0, columns.index("g_loss")] == 0.5
-    gan_complete.plot_losses(tmp_path)
-    assert (tmp_path / "training_losses.png").stat().st_size > 0
+    figure = tmp_path / "training_losses.png"
+    analysis.plot_losses(dict(zip(columns, read.T)), figure, "WGAN-GP", "view", ["w_dist", "gp"])
+    assert figure.stat().st_size > 0
 
 
 def test_a_resumed_fp16_run_continues_its_scale_and_ends_equal(cache_dir, tmp_path):

@@ -30,8 +30,9 @@ def test_the_progress_gif_follows_the_epoch_number_past_999(tmp_path, monkeypatc
     monkeypatch.setattr(
         ImageDraw.ImageDraw,
         "text",
-        lambda self, xy, text, *args, **kwargs: captions.append(text)
-        or real_text(self, xy, text, *args, **kwargs),
+        lambda self, xy, text, *args, **kwargs: (
+            captions.append(text) or real_text(self, xy, text, *args, **kwargs)
+        ),
     )
     analysis.save_progress_gif(tmp_path)
     assert captions == [f"epoch {epoch}" for epoch in sorted(EPOCH_COLOURS)]

@@ -66,23 +66,23 @@ def test_the_grey_classifier_is_kept_beside_the_colour_one_and_tells_shapes(clas
 
 def test_the_real_halves_are_the_floor_the_right_classes_score_near_it(classes):
     assert classes.floor["within_diversity"] == pytest.approx(1, abs=0.2)
-    right = classes(StandInGenerator(b"conditional", BANK), z_dim=8)
+    right = classes(StandInGenerator(kind=b"conditional", bank=BANK), z_dim=8)
     assert right["top1"] > 0.8 and right["grey_top1"] > 0.8
     assert right["within_diversity"] == pytest.approx(1, abs=0.3)
     assert len(right["confused"]) < 10
 
 
 def test_a_wrong_class_is_seen_as_the_one_drawn_and_named_among_the_confused(classes):
-    right = classes(StandInGenerator(b"conditional", BANK), z_dim=8)
-    wrong = classes(StandInGenerator(b"mislabelled", BANK), z_dim=8)
+    right = classes(StandInGenerator(kind=b"conditional", bank=BANK), z_dim=8)
+    wrong = classes(StandInGenerator(kind=b"mislabelled", bank=BANK), z_dim=8)
     assert wrong["top1"] < 0.2 and wrong["grey_top1"] < 0.2
     assert wrong["class_kid"] > right["class_kid"]
     assert ("a", "b", 16, 16) in wrong["confused"], "class a asked for, class b drawn: all 16"
 
 
 def test_one_image_per_class_is_caught_by_the_within_class_diversity(classes):
-    one = classes(StandInGenerator(b"one per class", BANK), z_dim=8)
-    right = classes(StandInGenerator(b"conditional", BANK), z_dim=8)
+    one = classes(StandInGenerator(kind=b"one per class", bank=BANK), z_dim=8)
+    right = classes(StandInGenerator(kind=b"conditional", bank=BANK), z_dim=8)
     assert one["top1"] > 0.8, "each image is of its class: the class match alone misses it"
     assert one["within_diversity"] < 0.05 < 0.7 < right["within_diversity"]
     assert one["class_kid"] > right["class_kid"]

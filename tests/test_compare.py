@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import compare  # noqa: E402
+import machinery  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- real-like data
@@ -215,18 +216,25 @@ class WeightsError(Exception):
 CLASSES = ["a", "b", "c", "d"]
 # what the stand-in generators draw; bank[i] is of class i % 4
 BANK = classed_like(64, seed=5)[0].float() / 127.5 - 1
-KINDS = (b"memorised", b"collapsed", b"conditional", b"mislabelled")
+KINDS = (b"memorised", b"collapsed", b"conditional", b"mislabelled", b"one per class")
 
 
 class StandInGenerator(torch.nn.Module):
     """Maps z to a bank image picked by z ("memorised"), always the first one ("collapsed"), or
     one of the asked class ("conditional"), of the next class ("mislabelled") or the first of the
-    asked class ("one per class"). bank[i] is of class i % 4."""
+    asked class ("one per class"). bank[i] is of class i % 4. Built as machinery.load_generator
+    builds a script's Generator; its kind is a tensor of its state_dict, so generator.pkl holds
+    it."""
 
-    def __init__(self, kind, bank=BANK):
+    def __init__(self, config=None, num_classes=0, image_channels=3, kind=b"memorised", bank=BANK):
         super().__init__()
-        self.kind, self.bank = kind, bank
+        self.num_classes, self.bank = num_classes, bank
+        self.register_buffer("kind_index", torch.tensor(KINDS.index(kind)))
         self.scale = torch.nn.Parameter(torch.ones(()))  # compare.generate looks up the device here
+
+    @property
+    def kind(self):
+        return KINDS[int(self.kind_index)]
 
     def forward(self, z, labels=None):
         picked = (z[:, 0].abs() * 1e4).long() * (self.kind != b"one per class")
@@ -242,20 +250,21 @@ class StandInGenerator(torch.nn.Module):
 
 
 def stand_in_module(name):
-    """A training script as compare.py sees it: read_config, load_generator, WeightsError."""
+    """A training script as compare.py sees it, through machinery: its Config, its Generator and
+    the metrics its runs log."""
     module = types.ModuleType(name)
-    module.WeightsError = WeightsError
-    module.ConfigError = ValueError
-    module.read_config = lambda path: StandInConfig(**json.loads(Path(path).read_text())["config"])
-
-    def load_generator(path, config, device="cpu", data=None):
-        kind = Path(path).read_bytes()
-        if kind not in KINDS:
-            raise WeightsError(f"refusing {path}: not a plain state_dict")
-        return StandInGenerator(kind)
-
-    module.load_generator = load_generator
+    module.Config, module.Generator = StandInConfig, StandInGenerator
+    module.METRICS = ["d_loss", "g_loss", "w_dist", "gp"]
     return module
+
+
+def write_weights(path, weights):
+    """generator.pkl of a stand-in generator of this kind; other bytes as they are (a damaged
+    file)."""
+    if weights in KINDS:
+        machinery.save_state_dict(StandInGenerator(kind=weights), path)
+    else:
+        path.write_bytes(weights)
 
 
 REAL_LOAD_CACHE = compare.preprocess.load_cache
@@ -339,10 +348,10 @@ def write_run(
     (folder / "metrics.csv").write_text(
         "\n".join(["step,epoch,d_loss,g_loss,w_dist,gp,lr,time", *rows]) + "\n"
     )
-    (folder / "generator.pkl").write_bytes(weights)
+    write_weights(folder / "generator.pkl", weights)
     for epoch, snapshot in enumerate(snapshots, 1):  # snapshot_every 1
         (folder / "snapshots").mkdir(exist_ok=True)
-        (folder / "snapshots" / f"generator_epoch_{epoch:03d}.pkl").write_bytes(snapshot)
+        write_weights(folder / "snapshots" / f"generator_epoch_{epoch:03d}.pkl", snapshot)
     return folder
 
 
@@ -351,7 +360,7 @@ def write_generator_only(folder, variant, script, weights, **config):
     folder.mkdir(parents=True)
     saved = {"variant": variant, "script": script, "config": {"z_dim": 8, "img_size": 32, **config}}
     (folder / "config.json").write_text(json.dumps(saved))
-    (folder / "generator.pkl").write_bytes(weights)
+    write_weights(folder / "generator.pkl", weights)
     (folder / "README.md").write_text("how it was trained\n")
     return folder
 
@@ -518,14 +527,14 @@ def test_a_renamed_copy_is_read_by_its_method_not_its_file_name(stand_ins, monke
     "SNGAN"; sngan.py's loader reads it (the four scripts' generators are the same code)."""
     run = write_run(stand_ins / "hw4_output", "SNGAN", "hw4_code", b"memorised")
     loaded = []
-    sngan = sys.modules["sngan"]
-    original = sngan.load_generator
+    original = machinery.load_generator
 
-    def spy(path, *args, **kwargs):
+    def spy(script, path, *args, **kwargs):
         loaded.append(path)
-        return original(path, *args, **kwargs)
+        assert script is sys.modules["sngan"]
+        return original(script, path, *args, **kwargs)
 
-    monkeypatch.setattr(sngan, "load_generator", spy)
+    monkeypatch.setattr(machinery, "load_generator", spy)
     out_dir = stand_ins / "comparison"
     assert compare.main([str(run), "--out-dir", str(out_dir), "--num-images", "32"]) == 0
     assert table_rows(capsys.readouterr().out)[0][:2] == ["SNGAN", f"`{run}`"]

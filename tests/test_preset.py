@@ -1,11 +1,14 @@
 """--minutes (a wall-clock budget) and --preset (a named recipe under the typed flags)."""
 
+import dataclasses
 import importlib
 import json
 import types
 
 import pytest
 import torch
+
+import machinery
 
 from conftest import SCRIPTS, tiny_args
 
@@ -14,7 +17,7 @@ gan_complete = MODULES["gan_complete"]
 
 
 def weights(path):
-    return MODULES["gan_complete"].load_state_dict_safely(path)
+    return machinery.load_state_dict_safely(path)
 
 
 @pytest.mark.parametrize("script", ["gan_complete", "dcgan", "sngan"])
@@ -37,7 +40,7 @@ def test_a_spent_budget_ends_the_run_mid_epoch_and_a_resume_finishes_it_as_if_ne
         "training_losses.png",
     ):
         assert (out / name).stat().st_size > 0, name
-    state = torch.load(out / "checkpoint.pt", weights_only=True)["state"]
+    state = torch.load(out / "checkpoint.pt", weights_only=True)["counters"]
     # the epoch is not counted as done
     assert (state["epoch"], state["batch"], state["step"]) == (0, 1, 1)
 
@@ -116,26 +119,32 @@ def test_a_budget_that_stops_a_decaying_schedule_says_so_once_the_pace_is_known(
     )
     assert gan_complete.main(args) == 0
     out = capsys.readouterr().out
-    assert out.count("pace: ") == 1 and "s a step here, so the 2 epochs (" in out
+    assert (
+        out.count("pace: ") == 1
+        and "s a step here (from the first steps), so the 2 epochs (" in out
+    )
     assert "--minutes 10 stops it near step" in out
     assert "cosine learning-rate decay" not in out  # 10 minutes reach the end of this tiny run
 
 
 def test_the_pace_names_the_decay_that_a_budget_cuts_short(monkeypatch):
-    config = gan_complete.Config(epochs=60, minutes=10, lr_schedule="cosine", log_every=10)
+    config = gan_complete.Config(epochs=60, minutes=10, lr_schedule="cosine")
     messages = []
-    monkeypatch.setattr(gan_complete.tqdm, "write", messages.append)
-    # 10 steps in 2 s: 0.2 s a step, so 10 minutes reach about step 3,000 of 46,020
+    monkeypatch.setattr(machinery.tqdm, "write", messages.append)
+    # steps 3 to 12 in 2 s: 0.2 s a step, so 10 minutes reach about step 3,000 of 46,020
     run = types.SimpleNamespace(
-        state={"step": 10},
+        config=config,
+        script=gan_complete,
+        step=12,
+        pace_from=(2, 0.0),
         total_steps=46020,
         device=torch.device("cpu"),
-        started=gan_complete.time.perf_counter() - 2,
-        elapsed_at_start=0.0,
+        started=machinery.time.perf_counter() - 2,
     )
-    gan_complete.report_pace(run, config)
+    machinery.report_pace(run)
     assert messages[0].startswith(
-        "pace: 0.20 s a step here, so the 60 epochs (46,020 steps) need about 2.6 h"
+        "pace: about 0.20 s a step here (from the first steps), so the 60 epochs (46,020 steps) "
+        "need roughly 2.6 h"
     )
     assert "stops it near step 3,00" in messages[0]
     assert (
@@ -144,16 +153,49 @@ def test_the_pace_names_the_decay_that_a_budget_cuts_short(monkeypatch):
     )
 
 
+def test_a_gpu_sized_model_on_a_cpu_is_named_at_once_and_the_pace_after_three_steps(
+    cache_dir, tmp_path, capsys
+):
+    # the defaults' width 1024 on a CPU: said before the first step, with the preset for a CPU
+    arguments = tiny_args(cache_dir, tmp_path, "--g-channels", "512", "--epochs", "1")
+    assert gan_complete.main([*arguments, "--log-every", "50"]) == 0
+    out = capsys.readouterr().out
+    before_training = out.split("pace: ")[0]
+    assert "width 512 is sized for a GPU" in before_training and "--preset cpu" in before_training
+    # the pace comes after the first 3 steps, not after log_every (50) steps
+    assert out.count("pace: about ") == 1 and out.index("pace: ") < out.index("epoch 1/1")
+
+
+def test_a_preset_says_which_values_of_the_config_it_replaces(monkeypatch, capsys, tmp_path):
+    # a student set n_critic = 1 in the file: --preset cpu's n_critic 2 wins, and says so
+    @dataclasses.dataclass
+    class Edited(gan_complete.Config):
+        n_critic: int = 1
+
+    monkeypatch.setattr(gan_complete, "Config", Edited)
+    config, given = machinery.parse_config(gan_complete, ["--preset", "cpu"])
+    line = machinery.preset_overrides(gan_complete, config, given)
+    assert "--preset cpu sets" in line and "n_critic=2 (Config: 1)" in line
+    assert "g_channels=128 (Config: 1024)" in line
+    # a flag typed beside the preset is not the preset's
+    config, given = machinery.parse_config(gan_complete, ["--preset", "cpu", "--n-critic", "1"])
+    assert "n_critic" not in machinery.preset_overrides(gan_complete, config, given)
+    # and --help lists each preset's values
+    help_text = machinery.build_parser(gan_complete).format_help()
+    assert "--preset cpu: --g-channels 128 --d-channels 128" in help_text
+    assert "(default: 1; --preset cpu: 2)" in " ".join(help_text.split())
+
+
 def test_a_preset_sets_its_fields_and_the_typed_flags_win():
     preset = gan_complete.PRESETS["cpu"]
-    config, given = gan_complete.parse_config(["--preset", "cpu"])
+    config, given = machinery.parse_config(gan_complete, ["--preset", "cpu"])
     assert all(getattr(config, name) == value for name, value in preset.items())
-    gan_complete.validate_config(config)
+    machinery.validate_config(gan_complete, config)
     # not the defaults
     assert any(getattr(gan_complete.Config(), name) != value for name, value in preset.items())
     assert gan_complete.Config().g_channels == 1024  # the seed's setup stays the default
-    config, given = gan_complete.parse_config(
-        ["--preset", "cpu", "--n-critic", "7", "--minutes", "0"]
+    config, given = machinery.parse_config(
+        gan_complete, ["--preset", "cpu", "--n-critic", "7", "--minutes", "0"]
     )
     assert (config.n_critic, config.minutes, config.g_channels) == (7, 0, preset["g_channels"])
     # what a resume or --sample takes over

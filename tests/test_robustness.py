@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 import torch
 
+import machinery
+
 import gan_complete
 import dcgan
 import preprocess
@@ -16,7 +18,7 @@ from conftest import ROOT, SCRIPTS, run_cli, subprocess_env, tiny_args
 
 
 def weights(path):
-    return gan_complete.load_state_dict_safely(path)
+    return machinery.load_state_dict_safely(path)
 
 
 def assert_same_weights(first, second):
@@ -43,7 +45,11 @@ def assert_same_metrics(first, second):
 
 
 def metric_values(out_dir):
-    return gan_complete.read_metrics(out_dir)[:, :7]  # every column but the wall time
+    """metrics.csv's values, every column but the wall time."""
+    header = (out_dir / "metrics.csv").read_text().split("\n", 1)[0].split(",")
+    return machinery.read_metrics(out_dir)[
+        :, [n for n, name in enumerate(header) if name != "time"]
+    ]
 
 
 def interrupt_after_first_epoch(script, args, signum):
@@ -93,7 +99,7 @@ def test_a_stopped_and_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(
     assert returncode == 128 + signum
     assert f"python {script}.py --out-dir {tmp_path / 'stopped'} --resume" in err
     checkpoint = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)
-    assert checkpoint["state"]["epoch"] < 3  # it really stopped early
+    assert checkpoint["counters"]["epoch"] < 3  # it really stopped early
     assert (tmp_path / "stopped" / "training_losses.png").exists()
 
     resumed = run_cli(script, "--out-dir", tmp_path / "stopped", "--resume", "--no-progress")
@@ -123,7 +129,7 @@ def test_resuming_a_finished_run_with_more_epochs_continues_it(cache_dir, tmp_pa
     assert (
         dcgan.main(["--out-dir", str(tmp_path), "--resume", "--epochs", "2", "--no-progress"]) == 0
     )
-    rows = gan_complete.read_metrics(tmp_path)
+    rows = machinery.read_metrics(tmp_path)
     assert set(rows[:, 1]) == {1.0, 2.0} and (rows[:, 0] == range(1, len(rows) + 1)).all()
     assert "epoch 2/2" in capsys.readouterr().out
 
@@ -359,7 +365,7 @@ def test_resume_refuses_changes_that_would_make_another_run(cache_dir, tmp_path,
         "with another --out-dir\n"
     )
     assert dcgan.main(["--out-dir", str(tmp_path), "--resume"]) == 2
-    assert "holds a gan_complete.py run" in capsys.readouterr().err
+    assert "holds a WGAN-GP run (of gan_complete.py), not a DCGAN run" in capsys.readouterr().err
 
 
 def test_a_run_started_with_overwrite_resumes_with_resume_alone(cache_dir, tmp_path):
@@ -395,7 +401,7 @@ def test_overwrite_leaves_nothing_of_the_old_run(cache_dir, tmp_path):
     assert not list((tmp_path / "snapshots").iterdir()), (
         "a 32 px snapshot would break compare's SWD curve"
     )
-    assert dcgan.read_config(tmp_path / "config.json").img_size == 64
+    assert machinery.read_config(dcgan, tmp_path / "config.json").img_size == 64
     assert json.loads((tmp_path / "run_info.json").read_text())["img_size"] == 64
 
 
@@ -479,19 +485,19 @@ def test_a_run_stopped_before_its_epoch_checkpoint_redoes_the_epoch_and_all_its_
     # say "epoch done", or the resumed run never writes the epoch's samples and snapshot.
     args = lambda out: tiny_args(cache_dir, out, "--snapshot-every", "1")
     assert gan_complete.main(args(tmp_path / "whole")) == 0
-    real_save_samples = gan_complete.save_samples
+    real_save_samples = machinery.save_samples
 
     def disk_full_at_epoch_2(generator, noise, labels, path, class_names):
         if path.name == "samples_epoch_002.png":
             raise OSError(28, "No space left on device")
         return real_save_samples(generator, noise, labels, path, class_names)
 
-    monkeypatch.setattr(gan_complete, "save_samples", disk_full_at_epoch_2)
+    monkeypatch.setattr(machinery, "save_samples", disk_full_at_epoch_2)
     stopped = tmp_path / "stopped"
     assert gan_complete.main(args(stopped)) == 1
     assert "No space left on device" in capsys.readouterr().err
-    assert torch.load(stopped / "checkpoint.pt", weights_only=True)["state"]["epoch"] == 1
-    monkeypatch.setattr(gan_complete, "save_samples", real_save_samples)
+    assert torch.load(stopped / "checkpoint.pt", weights_only=True)["counters"]["epoch"] == 1
+    monkeypatch.setattr(machinery, "save_samples", real_save_samples)
     assert gan_complete.main(["--out-dir", str(stopped), "--resume"]) == 0
     for name in ("generator.pkl", "discriminator.pkl", "snapshots/generator_epoch_002.pkl"):
         assert_same_weights(tmp_path / "whole" / name, stopped / name)
@@ -534,10 +540,10 @@ def test_outputs_are_written_whole_or_not_at_all(cache_dir, tmp_path):
     code = f"""if True:
         import resource, signal
         from pathlib import Path
-        import matplotlib.figure, analysis, gan_complete
+        import matplotlib.figure, analysis, gan_complete, machinery
         out = Path({str(tmp_path)!r})
-        config = gan_complete.read_config(out / "config.json")
-        generator = gan_complete.load_generator(out / "generator.pkl", config)
+        config = machinery.read_config(gan_complete, out / "config.json")
+        generator = machinery.load_generator(gan_complete, out / "generator.pkl", config)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         hard_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
         resource.setrlimit(resource.RLIMIT_FSIZE, ({len(report) // 2}, hard_limit))
@@ -557,8 +563,8 @@ def test_outputs_are_written_whole_or_not_at_all(cache_dir, tmp_path):
 
 def test_a_torn_last_metrics_row_is_dropped_when_read(cache_dir, tmp_path):
     assert gan_complete.main(tiny_args(cache_dir, tmp_path, "--epochs", "1")) == 0
-    whole = gan_complete.read_metrics(tmp_path)
+    whole = machinery.read_metrics(tmp_path)
     with open(tmp_path / "metrics.csv", "a") as f:
         f.write("10,2,0.5,0.2")  # a write cut short: no newline yet
-    assert (gan_complete.read_metrics(tmp_path) == whole).all()
-    gan_complete.plot_losses(tmp_path)  # the loss plot of a crashed run still draws
+    assert (machinery.read_metrics(tmp_path) == whole).all()
+    machinery.save_loss_plot(gan_complete, tmp_path)  # the loss plot of a crashed run still draws

@@ -7,6 +7,8 @@ import types
 import numpy as np
 import pytest
 import torch
+
+import machinery
 from PIL import Image
 
 import analysis
@@ -47,10 +49,10 @@ def test_mnist_trains_grayscale_end_to_end(tmp_path, no_download):  # noqa: F811
         "--conditional",
     ]
     assert gan_complete.main(args) == 0
-    config = gan_complete.read_config(out / "config.json")
+    config = machinery.read_config(gan_complete, out / "config.json")
     data = __import__("json").loads((out / "config.json").read_text())["data"]
     assert data["channels"] == 1
-    generator = gan_complete.load_generator(out / "generator.pkl", config, data=data)
+    generator = machinery.load_generator(gan_complete, out / "generator.pkl", config, data=data)
     assert generator(torch.randn(2, config.z_dim), torch.tensor([0, 1])).shape == (2, 1, 32, 32)
     digits = gan_complete.generate_per_class(out / "generator.pkl", per_class=3)
     # grayscale, as PIL takes it
@@ -64,18 +66,13 @@ def test_mnist_trains_grayscale_end_to_end(tmp_path, no_download):  # noqa: F811
 
 
 class FakeSummaryWriter:
-    """Records what train_gan hands TensorBoard's SummaryWriter."""
+    """Records what a run hands TensorBoard's SummaryWriter."""
 
     made = []
 
     def __init__(self, log_dir, purge_step=None):
-        self.log_dir, self.purge_step, self.scalars, self.images, self.closed = (
-            log_dir,
-            purge_step,
-            [],
-            [],
-            False,
-        )
+        self.log_dir, self.purge_step = log_dir, purge_step
+        self.scalars, self.images, self.closed = [], [], False
         FakeSummaryWriter.made.append(self)
 
     def add_scalar(self, tag, value, step):
@@ -84,10 +81,7 @@ class FakeSummaryWriter:
     def add_image(self, tag, image, step):
         self.images.append((tag, step, tuple(image.shape)))
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
+    def close(self):
         self.closed = True
 
 
@@ -108,7 +102,7 @@ def test_tensorboard_gets_the_scalars_every_log_every_steps_and_a_grid_every_epo
     assert (
         writer.log_dir == tmp_path / "tensorboard" and writer.closed and writer.purge_step is None
     )
-    metrics = gan_complete.read_metrics(tmp_path)
+    metrics = machinery.read_metrics(tmp_path)
     d_loss = {step: value for tag, step, value in writer.scalars if tag == "d_loss"}
     # every 4 steps and at each epoch's end (9 steps an epoch)
     assert {4, 8, 9, 12, 16, 18} == set(d_loss)
@@ -150,7 +144,7 @@ def test_latent_traversal_finds_the_dimensions_that_change_the_image(tmp_path):
     config = gan_complete.Config(img_size=16, z_dim=10)
     seen, generator = [], TwoDimensionGenerator()
     analysis.latent_traversal(
-        lambda z: seen.append(z) or generator(z), config, tmp_path, "test", count=1
+        lambda z, labels: seen.append(z) or generator(z), config, tmp_path, "test", count=1
     )
     assert (tmp_path / "latent_traversal.png").stat().st_size > 0
     rows, plane = seen[-2], seen[-1]
@@ -169,35 +163,42 @@ def test_latent_traversal_finds_the_dimensions_that_change_the_image(tmp_path):
     )
 
 
-def test_feature_matching_adds_the_distance_of_the_mean_features():
-    config = dcgan.Config(img_size=32, g_channels=16, d_channels=16, feature_matching=2.0)
+def test_feature_matching_is_the_distance_of_the_mean_features():
+    config = dcgan.Config(img_size=32, g_channels=16, d_channels=16)
     torch.manual_seed(0)
-    # eval: fixed BN
-    generator, discriminator = dcgan.Generator(config), dcgan.Discriminator(config).eval()
+    discriminator = dcgan.Discriminator(config).eval()  # eval: fixed BN
     real, labels = torch.rand(8, 3, 32, 32) * 2 - 1, torch.zeros(8, dtype=torch.long)
-    torch.manual_seed(3)
-    z = torch.randn(8, config.z_dim)
+    fake = (torch.rand(8, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    _, fake_features = discriminator(fake, labels, with_features=True)
     with torch.no_grad():
-        fake_logits, fake_features = discriminator(generator(z, labels), labels, with_features=True)
         _, real_features = discriminator(real, labels, with_features=True)
-    distance = (real_features.mean(0) - fake_features.mean(0)).square().sum()
-    # BCE + W * ||E f(x) - E f(G(z))||^2
-    expected = dcgan.generator_loss(fake_logits, config) + 2.0 * distance
-    opt_g, _ = dcgan.make_optimizers(generator, discriminator, config, torch.device("cpu"))
-    torch.manual_seed(3)  # the same z inside the step
-    g_loss, _ = dcgan.generator_step(
-        generator,
-        discriminator,
-        real,
-        labels,
-        opt_g,
-        torch.amp.GradScaler("cpu", enabled=False),
-        config,
-        lambda: torch.autocast("cpu", enabled=False),
+    expected = (real_features.mean(0) - fake_features.mean(0)).square().sum()
+    distance = dcgan.feature_distance(discriminator, real, labels, fake_features)
+    assert distance > 0 and distance.item() == pytest.approx(expected.item(), rel=1e-5)
+    distance.backward()  # the generator learns through the generated images' features
+    assert fake.grad.abs().sum() > 0
+
+
+def test_the_generator_loss_adds_feature_matching_at_its_weight(cache_dir, tmp_path, monkeypatch):
+    losses, distances = [], []
+    generator_loss, feature_distance = dcgan.generator_loss, dcgan.feature_distance
+    monkeypatch.setattr(
+        dcgan, "generator_loss", lambda *a: losses.append(generator_loss(*a)) or losses[-1]
     )
-    assert distance > 0 and g_loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    monkeypatch.setattr(
+        dcgan,
+        "feature_distance",
+        lambda *a: distances.append(feature_distance(*a)) or distances[-1],
+    )
+    arguments = ["--feature-matching", "2.0", "--epochs", "1", "--log-every", "1", "--amp", "off"]
+    assert dcgan.main(tiny_args(cache_dir, tmp_path, *arguments)) == 0
+    logged = machinery.read_metrics(tmp_path)[:, 3]  # g_loss of each step
+    # L_G = BCE(D(G(z)), 1) + W * ||E f(x) - E f(G(z))||^2, W = 2
+    expected = [loss.item() + 2.0 * distance.item() for loss, distance in zip(losses, distances)]
+    assert len(expected) == len(logged) and distances[0] > 0
+    assert logged == pytest.approx(expected, rel=1e-5)
 
 
 def test_feature_matching_trains_a_dcgan_run(cache_dir, tmp_path):
     assert dcgan.main(tiny_args(cache_dir, tmp_path, "--feature-matching", "1.0")) == 0
-    assert np.isfinite(dcgan.read_metrics(tmp_path)[:, 3]).all()
+    assert np.isfinite(machinery.read_metrics(tmp_path)[:, 3]).all()
