@@ -1,6 +1,8 @@
 """notebooks/quickstart.ipynb runs top to bottom on its SMALL setting (synthetic data, one epoch a
 run), as a student's Jupyter or Colab runs it on the real one, and is kept without outputs."""
 
+import re
+
 import nbclient
 import nbformat
 import pytest
@@ -44,3 +46,14 @@ def test_the_quickstart_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     # path, per-class grid, comparison
     assert len(shown) == 10 and "image/gif" in shown
     assert (tmp_path / "comparison" / "comparison.md").is_file()
+
+
+def test_the_notebook_points_where_the_readme_does():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    text = "\n".join(cell.source for cell in notebook.cells)
+    readme = (ROOT / "README.md").read_text()
+    headings = {line.lstrip("#").strip() for line in readme.splitlines() if line.startswith("#")}
+    cited = re.findall(r'README, "([^"]+)"', text)
+    assert cited and set(cited) <= headings, set(cited) - headings
+    # the flowers where the README puts them, so that one copy serves the scripts and the notebook
+    assert "data/flowers102" in readme and 'ROOT / "data" / "flowers102"' in text
