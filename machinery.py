@@ -102,6 +102,8 @@ class Settings:
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and tensor cores
     compile: bool = False  # torch.compile the generator (minutes to start, faster GPU steps)
     deterministic: bool = False  # deterministic GPU kernels (slower); CPU runs always repeat
+    # 0: OMP_NUM_THREADS if set, else one fewer than the cores: a busy core stalls every thread
+    threads: int = 0  # CPU threads of torch
     # outputs
     log_every: int = 20  # steps between metric flushes and progress updates (one host sync each)
     checkpoint_every: int = 0  # also checkpoint every N steps within an epoch; 0 = at epoch ends
@@ -241,6 +243,7 @@ NOT_NEGATIVE = [
     "warmup_steps",
     "per_class",
     "minutes",
+    "threads",
 ]
 CHOICES = {
     "lr_schedule": ("cosine", "linear", "constant"),
@@ -348,13 +351,12 @@ def run_command(script, argv=None):
             return sample_from_weights(script, config, given)
         return train_command(script, config, given)
     except (ConfigError, WeightsError, preprocess.PreprocessError) as error:
-        print(f"error: {preprocess.one_line(error)}", file=sys.stderr)
+        complain(f"error: {preprocess.one_line(error)}")
         return 2
     except KeyboardInterrupt:
-        print(
+        complain(
             "interrupted; the files on disk are intact: run the command again "
-            "(with --resume if training had started)",
-            file=sys.stderr,
+            "(with --resume if training had started)"
         )
         return 130
     except OSError as error:  # a full disk, a folder removed under us
@@ -364,56 +366,89 @@ def run_command(script, argv=None):
             if error.errno == errno.ENOSPC
             else ""
         )
-        print(f"error: {preprocess.one_line(error)}{advice}", file=sys.stderr)
+        complain(f"error: {preprocess.one_line(error)}{advice}")
         return 1
+    finally:
+        leave_processes()
+
+
+def complain(message):
+    """An error line on stderr, from the first process only (under torchrun all stop alike)."""
+    if rank() == 0:
+        print(message, file=sys.stderr)
 
 
 def train_command(script, config, given):
     """Train with the script's loop (script.train) into config.out_dir, then write the run's final
-    outputs; a stop by Ctrl-C or a diverged loss says how to go on."""
+    outputs; a stop by Ctrl-C or a diverged loss says how to go on. Under torchrun every process
+    runs this; the first writes every file and says every line."""
     out_dir = Path(config.out_dir)
     # the run's settings; flags typed now (--epochs) win
     if config.resume and (out_dir / "checkpoint.pt").exists():
         config = resumed_config(script, out_dir, given)
-    device = resolve_device(config.device)
-    new_folder = not out_dir.exists()
-    check_out_dir(config)
+    device = join_processes(config)
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard")
+    new_folder = not out_dir.exists()
+    first_process_first(lambda: check_out_dir(config))
     seed_everything(config.seed, config.deterministic)
-    data = load_data(config, device, new_folder)
+    with contextlib.redirect_stdout(io.StringIO()) if rank() > 0 else contextlib.nullcontext():
+        data = first_process_first(lambda: load_data(config, device, new_folder))
+    set_cpu_threads(config, device)
     keep_freed_cpu_memory(device)
     run = Run(script=script, config=config, data=data, device=device, out_dir=out_dir)
-    print_banner(run, given)
+    if rank() == 0:
+        print_banner(run, given)
     try:
         with _StopRequest() as run.stop, warnings.catch_warnings():
             # a step the fp16 scaler skips looks to the LR scheduler like a missed optimizer.step()
             warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
             info = script.train(run)
     except TrainingInterrupted as stop:
-        save_loss_plot(run.script, run.out_dir)
-        print(
+        if rank() == 0:
+            save_loss_plot(run.script, run.out_dir)
+        complain(
             f"stopped by {stop}: checkpoint saved in {out_dir / 'checkpoint.pt'}. Resume with:\n"
-            f"  {resume_command(run)}",
-            file=sys.stderr,
+            f"  {resume_command(run)}"
         )
         return 128 + stop.signum
     except NonFiniteLoss as error:
-        save_loss_plot(run.script, run.out_dir)
-        print(
-            f"error: {error}; stopped without saving anything after it; {advice_after_nan(run)}",
-            file=sys.stderr,
+        if rank() == 0:
+            save_loss_plot(run.script, run.out_dir)
+        complain(
+            f"error: {error}; stopped without saving anything after it; {advice_after_nan(run)}"
+        )
+        return 1
+    except torch.distributed.DistError as error:  # a process of this run is gone
+        complain(
+            f"error: a process of this run stopped ({preprocess.one_line(error)[:120]}); the "
+            f"last checkpoint is whole: resume with {resume_command(run)}"
         )
         return 1
     finally:
         if run.writer is not None:
             run.writer.close()
-    write_final_outputs(run)
-    print(
-        f"done: {info['epochs_done']} epochs, {info['generator_steps']} generator steps in "
-        f"{info['wall_time_s']:.0f}s ({info['images_per_s']:.0f} img/s). Outputs in {out_dir}/"
-    )
+    if rank() == 0:
+        write_final_outputs(run)
+        print(
+            f"done: {info['epochs_done']} epochs, {info['generator_steps']} generator steps in "
+            f"{info['wall_time_s']:.0f}s ({info['images_per_s']:.0f} img/s). Outputs in {out_dir}/"
+        )
     return 0
+
+
+def set_cpu_threads(config, device):
+    """torch's CPU threads for a run on the CPU: --threads, else OMP_NUM_THREADS, else one fewer
+    than the cores. With every core taken, one busy core (a browser, a second run) makes every
+    thread wait for the one that lost it at each operation's end: on 2 cores beside one busy
+    process, 2 threads trained 3.8x slower than alone and 1 thread about as fast as alone
+    (benchmarks/bench_threads.py, README "Measurements and machines")."""
+    if device.type != "cpu":
+        return
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, preprocess.usable_cores() - 1))
 
 
 def print_banner(run, given):
@@ -425,11 +460,15 @@ def print_banner(run, given):
         f"{run.script.VARIANT} | device {run.device} | amp {dtype or 'off (fp32)'} | "
         f"{len(data.images):,} images from {data.cache_path}"
     )
+    processes = f" over {world()} processes" if world() > 1 else ""
+    count = torch.get_num_threads()
+    threads = f" | {count} CPU thread{'s' * (count > 1)}" if run.device.type == "cpu" else ""
     print(
-        f"{data.steps_per_epoch} critic steps per epoch of batch {config.batch_size} | "
-        f"outputs in {run.out_dir}"
+        f"{data.steps_per_epoch} critic steps per epoch of batch {config.batch_size}{processes}"
+        f"{threads} | outputs in {run.out_dir}"
     )
-    print(" ".join(f"{name}={value}" for name, value in asdict(config).items()))
+    fields = fields_in_reading_order(type(config))
+    print(" ".join(f"{field.name}={getattr(config, field.name)}" for field in fields))
     if overrides := preset_overrides(run.script, config, given):
         print(overrides)
     width = max(config.g_channels, config.d_channels)
@@ -514,25 +553,28 @@ class InMemoryLoader:
             )
         self.images = images.to(device)  # once, at start-up: no host-to-device copy per step
         self.labels = labels.to(device)
-        self.class_names, self.cache_path = class_names, cache_path
+        self.class_names = class_names
+        self.cache_path = cache_path
         self.num_classes = len(class_names) if config.conditional else 0  # the models' classes
         self.channels = images.size(1)
-        self.batch_size, self.seed, self.device = (
-            config.batch_size,
-            config.seed,
-            torch.device(device),
-        )
+        self.batch_size = config.batch_size  # of all processes together under torchrun
+        self.seed = config.seed
+        self.device = torch.device(device)
         self.memory_format = (
             torch.channels_last if config.channels_last else torch.contiguous_format
         )
         self.steps_per_epoch = len(images) // self.batch_size  # drop the last partial batch
+        # under torchrun each process takes its shard of every batch
+        shard = self.batch_size // world()
+        self.shard = slice(rank() * shard, (rank() + 1) * shard)
 
     def batches(self, epoch, start=0):
         order = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         permutation = torch.randperm(len(self.images), generator=order).to(self.device)
         flips = (torch.rand(len(self.images), generator=order) < 0.5).to(self.device)
         for index in range(start, self.steps_per_epoch):
-            picked = permutation[index * self.batch_size : (index + 1) * self.batch_size]
+            batch = permutation[index * self.batch_size : (index + 1) * self.batch_size]
+            picked = batch[self.shard]
             real = self.images[picked].float().div_(127.5).sub_(1.0)
             real = torch.where(flips[picked, None, None, None], real.flip(3), real)
             yield real.contiguous(memory_format=self.memory_format), self.labels[picked]
@@ -610,6 +652,8 @@ def start_training(run, generator, discriminator, opt_g, opt_d):
     dtype = amp_dtype(config, device)
     run.total_steps = config.epochs * data.steps_per_epoch
     run.generator, run.discriminator, run.opt_g, run.opt_d = generator, discriminator, opt_g, opt_d
+    for model in (generator, discriminator):  # under torchrun: every process from the same start
+        share_weights(model)
     run.ema = copy.deepcopy(generator).requires_grad_(False) if config.ema_decay > 0 else None
     run.sched_g = lr_schedule(opt_g, config, run.total_steps)
     run.sched_d = lr_schedule(opt_d, config, run.total_steps)
@@ -619,6 +663,8 @@ def start_training(run, generator, discriminator, opt_g, opt_d):
         )
         setattr(run, name, scaler)
     run.columns = ["step", "epoch", *run.script.METRICS, "lr", "time", "d_skipped", "g_skipped"]
+    if rank() > 0:  # the processes draw their own noise (their own shards, their own z)
+        seed_everything(config.seed + 7919 * rank(), config.deterministic)
     if config.resume:
         restore_checkpoint(run)
     if out_of_time(config, run.elapsed):
@@ -639,22 +685,9 @@ def start_training(run, generator, discriminator, opt_g, opt_d):
     classes = torch.linspace(0, max(data.num_classes - 1, 0), 8).round().long()
     run.fixed = (fixed_z.to(device), classes.repeat_interleave(8).to(device))
 
-    write_json(
-        run.out_dir / "config.json",
-        {
-            "variant": run.script.VARIANT,
-            "script": Path(run.script.__file__).stem,
-            "config": run_settings(config),
-            "data": {"channels": data.channels, "class_names": data.class_names},
-            "torch": torch.__version__,
-            "device": str(device),
-        },
-    )
-    # rewritten from the checkpoint's rows: drops the steps a stopped run made after it
-    header = ",".join(run.columns).encode() + b"\n"
-    rows = csv_text(run.rows, run.columns)
-    preprocess.write_atomically(run.out_dir / "metrics.csv", lambda f: f.write(header + rows))
-    if config.tensorboard:
+    if rank() == 0:
+        write_run_start(run)
+    if config.tensorboard and rank() == 0:
         from torch.utils.tensorboard import SummaryWriter  # optional: train_command checked for it
 
         # purge_step drops what a stopped run logged after its checkpoint
@@ -668,6 +701,26 @@ def start_training(run, generator, discriminator, opt_g, opt_d):
     )
     run.started = time.perf_counter() - run.elapsed
     run.elapsed_at_start, run.first_step = run.elapsed, run.step
+
+
+def write_run_start(run):
+    """config.json, and metrics.csv rewritten from the checkpoint's rows: it drops the steps a
+    stopped run made after its checkpoint."""
+    write_json(
+        run.out_dir / "config.json",
+        {
+            "variant": run.script.VARIANT,
+            "script": Path(run.script.__file__).stem,
+            "config": run_settings(run.config),
+            "data": {"channels": run.data.channels, "class_names": run.data.class_names},
+            "torch": torch.__version__,
+            "device": str(run.device),
+            "processes": world(),
+        },
+    )
+    header = ",".join(run.columns).encode() + b"\n"
+    rows = csv_text(run.rows, run.columns)
+    preprocess.write_atomically(run.out_dir / "metrics.csv", lambda f: f.write(header + rows))
 
 
 def epochs(run):
@@ -689,7 +742,7 @@ def batches(run, epoch):
         desc=f"epoch {epoch + 1}/{run.config.epochs}",
         leave=False,
         dynamic_ncols=True,
-        disable=not run.config.progress,
+        disable=not run.config.progress or rank() > 0,
     )
     with bar:
         for real, labels in run.data.batches(epoch, start=run.batch):
@@ -701,10 +754,12 @@ def batches(run, epoch):
 
 def optimizer_step(optimizer, scaler, max_grad_norm=0.0):
     """optimizer.step() through the loss scaler (a pass-through one without fp16), after
-    backward; the gradients clipped to max_grad_norm if > 0. Returns 1.0 on the device when the
+    backward: the gradients averaged over the processes (under torchrun), clipped to max_grad_norm
+    if > 0. Returns 1.0 on the device when the
     scaler skipped the step (inf/nan gradients; it lowered its scale), else 0.0: read with the
     other metrics, not now, which would wait for the GPU."""
     scale_before = scaler.scale(torch.ones((), device=scaler_device(optimizer)))
+    average_gradients(optimizer)  # over the processes of a torchrun run; none with one
     if max_grad_norm > 0:
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
@@ -722,6 +777,7 @@ def end_generator_step(run, **metrics):
     """After a generator step: its metrics (g_loss, g_skipped) for the log, the EMA of its
     weights, its step count."""
     run.last_generator = metrics
+    share_buffers(run.generator)  # the first process's BatchNorm statistics, before the EMA
     if run.ema is not None:
         update_ema(run.ema, run.generator, run.config.ema_decay, run.ema_updates)
         run.ema_updates += 1
@@ -733,8 +789,11 @@ def end_step(run, **metrics):
     counters, the metrics (kept on the device, written every log_every steps), a checkpoint every
     checkpoint_every steps, the pace line once, and a stop: TrainingInterrupted after Ctrl-C (with a
     checkpoint at this step); True once the --minutes budget is spent, so that no step starts after
-    it."""
+    it. Under torchrun the processes agree on both stops, so that they stop at one step."""
     config = run.config
+    # the critic's step ran the generator in train mode too: its BatchNorm statistics moved
+    share_buffers(run.generator)
+    share_buffers(run.discriminator)
     lr = run.opt_g.param_groups[0]["lr"]
     run.sched_g.step()
     run.sched_d.step()
@@ -743,14 +802,16 @@ def end_step(run, **metrics):
     run.images_seen += config.batch_size
     metrics = {**metrics, **run.last_generator}
     run.pending.append((run.step, run.epoch + 1, lr, training_time(run), metrics))
-    signum = run.stop.signum
+    # the budget by the first process's clock, a signal from any process
+    spent = rank() == 0 and out_of_time(config, training_time(run))
+    signum, spent = map(int, agreed([run.stop.signum or 0, spent]))
     at_checkpoint = config.checkpoint_every and run.step % config.checkpoint_every == 0
     if signum:
-        tqdm.write(f"{signal.Signals(signum).name}: saving a checkpoint at step {run.step} ...")
+        say(f"{signal.Signals(signum).name}: saving a checkpoint at step {run.step} ...")
     if run.step % config.log_every == 0 or at_checkpoint or signum:
         flush_metrics(run)
     if at_checkpoint or signum:
-        run.elapsed = training_time(run)
+        run.elapsed = first_process_value(training_time(run))
         check_finite(run)
         save_checkpoint(run)
     if run.step == run.first_step + 1:
@@ -759,7 +820,7 @@ def end_step(run, **metrics):
         report_pace(run)
     if signum:
         raise TrainingInterrupted(signum)
-    return out_of_time(config, training_time(run))
+    return bool(spent)
 
 
 def end_epoch(run):
@@ -770,13 +831,15 @@ def end_epoch(run):
     if run.batch == run.data.steps_per_epoch:  # a partial epoch stays unfinished: a resume ends it
         run.epoch, run.batch = run.epoch + 1, 0
     check_finite(run)
-    write_epoch_outputs(run, epoch)
-    run.elapsed = training_time(run)  # the outputs' time counts against --minutes
+    if rank() == 0:
+        write_epoch_outputs(run, epoch)
+    # the outputs' time counts against --minutes, by the first process's clock
+    run.elapsed = first_process_value(training_time(run))
     write_run_info(run)
     save_checkpoint(run)  # last: the epoch is done only once all its files are whole
     seconds = time.perf_counter() - run.epoch_start
     losses = "  ".join(f"{name} {value:.4f}" for name, value in last_metrics(run).items())
-    tqdm.write(
+    say(
         f"epoch {epoch}/{run.config.epochs}  {losses}  {seconds:.1f}s  "
         f"{batches * run.config.batch_size / seconds:.0f} img/s"
     )
@@ -785,9 +848,10 @@ def end_epoch(run):
 def end_training(run):
     """After the last epoch (or the --minutes budget): says how to go on after a stop by time;
     returns the run's numbers, as in run_info.json."""
+    check_processes_agree(run)
     if run.epoch < run.config.epochs:
         command = resume_command(run)
-        tqdm.write(
+        say(
             f"--minutes {run.config.minutes:g} spent at step {run.step}, in epoch "
             f"{run.epoch + 1}. To train on: {command} --minutes M (M > {run.config.minutes:g}, "
             f"the budget in all), or --minutes 0 to train to the end of its --epochs "
@@ -870,7 +934,7 @@ def report_pace(run):
                 f"{config.lr_schedule} learning-rate decay (--lr-schedule constant suits a "
                 "run stopped by time)"
             )
-    tqdm.write(message)
+    say(message)
 
 
 def flush_metrics(run):
@@ -886,14 +950,18 @@ def flush_metrics(run):
             for *_, metrics in run.pending
         ]
     )
+    if world() > 1:  # the mean over the processes: the metrics of the whole batch
+        torch.distributed.all_reduce(on_device)
+        on_device /= world()
     new_rows = []
     for (step, epoch, lr, seconds, _), values in zip(run.pending, on_device.cpu().tolist()):
         row = {"step": step, "epoch": epoch, "lr": lr, "time": seconds, **dict(zip(names, values))}
         new_rows.append([row[name] for name in run.columns])
     run.pending.clear()
     run.rows.extend(new_rows)
-    with open(run.out_dir / "metrics.csv", "ab") as f:  # whole rows in one write
-        f.write(csv_text(new_rows, run.columns))
+    if rank() == 0:
+        with open(run.out_dir / "metrics.csv", "ab") as f:  # whole rows in one write
+            f.write(csv_text(new_rows, run.columns))
     if run.writer is not None:
         step = new_rows[-1][0]
         for name, value in {
@@ -960,8 +1028,10 @@ def write_run_info(run):
         "batch_size": config.batch_size,
         "cache_path": run.data.cache_path,
         "finished": run.epoch >= config.epochs or out_of_time(config, run.elapsed),
+        "processes": world(),
     }
-    write_json(run.out_dir / "run_info.json", info)
+    if rank() == 0:
+        write_json(run.out_dir / "run_info.json", info)
     return info
 
 
@@ -1401,9 +1471,10 @@ class _StopRequest:
         return self
 
     def handle(self, signum, frame):
-        if self.signum is not None:
+        # torchrun passes a Ctrl-C on as SIGTERM: a second signal there is not a second Ctrl-C
+        if self.signum is not None and world() == 1:
             raise KeyboardInterrupt
-        self.signum = signum  # only a flag: printing here could interrupt a write in progress
+        self.signum = self.signum or signum  # a flag: printing here could interrupt a write
 
     def __exit__(self, *exc):
         for s, handler in self.previous.items():
@@ -1422,10 +1493,12 @@ def save_checkpoint(run):
         data={"images": len(run.data.images), "fingerprint": fingerprint(run.data.images)},
         columns=run.columns,
         metrics=torch.tensor(run.rows, dtype=torch.float64).reshape(-1, len(run.columns)),
-        rng=rng_states(run.device),
+        rng=gathered(rng_states(run.device)),  # one for each process, from the first on
         config=run_settings(run.config),
     )
-    preprocess.write_atomically(run.out_dir / "checkpoint.pt", lambda f: torch.save(checkpoint, f))
+    if rank() == 0:
+        path = run.out_dir / "checkpoint.pt"
+        preprocess.write_atomically(path, lambda f: torch.save(checkpoint, f))
 
 
 def restore_checkpoint(run):
@@ -1473,7 +1546,11 @@ def restore_checkpoint(run):
         setattr(run, name, counters[name])
     if run.ema is not None and checkpoint["ema"] is None:  # EMA switched on now: from the generator
         run.ema_updates = 0
-    set_rng_states(checkpoint["rng"], run.device)
+    states = checkpoint["rng"]  # resumed by more processes than saved it: the others start afresh
+    if rank() < len(states):
+        set_rng_states(states[rank()], run.device)
+    else:
+        seed_everything(run.config.seed + 7919 * rank() + run.step, run.config.deterministic)
     rows = checkpoint["metrics"].tolist()
     run.rows = [[int(row[0]), int(row[1]), *row[2:]] for row in rows]
 
@@ -1770,7 +1847,8 @@ def resumed_config(script, out_dir, given):
 def resume_command(run):
     """The command that goes on with this run after a stop."""
     script = Path(run.script.__file__).name
-    return f"python {script} --out-dir {shlex.quote(str(run.out_dir))} --resume"
+    launcher = f"torchrun --nproc_per_node {world()}" if world() > 1 else "python"
+    return f"{launcher} {script} --out-dir {shlex.quote(str(run.out_dir))} --resume"
 
 
 # ------------------------------------------------------------------------------------- DiffAugment
@@ -1825,3 +1903,176 @@ def diff_augment(x, policy):
         )
         x = x * ~inside[:, None]
     return x
+
+
+# --------------------------------------------------------------------- more than one process
+# Under torchrun every process runs the same command; these say which one this is. Read from the
+# environment torchrun sets, so that they hold before the process group is joined and after.
+def rank():
+    return int(os.environ.get("RANK", 0))
+
+
+def world():
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+_control_group = None  # gloo group for what every process must agree on: flags, seconds, RNGs
+
+
+def join_processes(config):
+    """This process's device. Under torchrun (more than one process): the device of its
+    LOCAL_RANK, and the process group joined, NCCL between GPUs and gloo between CPUs, with a gloo
+    group beside NCCL's for the small things every process must agree on (no GPU sync for them)."""
+    global _control_group
+    device = resolve_device(config.device)
+    if world() == 1:
+        return device
+    processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", world()))
+    if device.type == "mps":
+        raise ConfigError("--device mps trains in one process: start it without torchrun")
+    if config.batch_size % world():
+        raise ConfigError(
+            f"--batch-size {config.batch_size} is the batch of all {world()} processes together "
+            f"and must divide among them: pass a multiple of {world()}"
+        )
+    if device.type == "cuda":
+        if config.device.startswith("cuda:"):
+            raise ConfigError(
+                f"--device {config.device} picks one GPU, and torchrun gives each process the GPU "
+                "of its LOCAL_RANK: pass --device cuda (or auto)"
+            )
+        if torch.cuda.device_count() < processes_here:
+            raise ConfigError(
+                f"torchrun starts {processes_here} processes on this machine, which has "
+                f"{torch.cuda.device_count()} GPU(s): pass --nproc_per_node "
+                f"{torch.cuda.device_count()} or fewer"
+            )
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+        torch.distributed.init_process_group("nccl", device_id=device)
+        _control_group = torch.distributed.new_group(backend="gloo")
+    else:
+        torch.distributed.init_process_group("gloo")
+        _control_group = torch.distributed.group.WORLD
+    return device
+
+
+def leave_processes():
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def first_process_first(function):
+    """function() on the first process, then on the others: the data stage builds the cache once
+    and the others read it; a user's mistake that the first finds stops them all alike."""
+    if world() == 1:
+        return function()
+    result, error = None, None
+    if rank() == 0:
+        try:
+            result = function()
+        except (ConfigError, preprocess.PreprocessError) as found:
+            error = found
+    message = [preprocess.one_line(error) if error else None]
+    torch.distributed.broadcast_object_list(message, src=0, group=_control_group)
+    if error is not None:
+        raise error
+    if message[0] is not None:
+        raise ConfigError(message[0])
+    return result if rank() == 0 else function()
+
+
+def average_gradients(optimizer):
+    """The gradients of the optimizer's parameters averaged over the processes, in place, after
+    backward: each process's batch is its shard of the global batch, so the mean of the processes'
+    gradients is the gradient of the whole batch's loss, as one process would have it. By hand,
+    not by DistributedDataParallel's wrapper: its gradient hooks do not support the double
+    backward of WGAN-GP's penalty (pytorch issues 47562, 63812), and StyleGAN3's loop does the
+    same. One flat all-reduce for all of them; one pattern for the four methods."""
+    if world() == 1:
+        return
+    gradients = [p.grad for group in optimizer.param_groups for p in group["params"]]
+    gradients = [gradient for gradient in gradients if gradient is not None]
+    flat = torch.cat([gradient.flatten() for gradient in gradients])
+    torch.distributed.all_reduce(flat)
+    flat /= world()
+    for gradient, averaged in zip(gradients, flat.split([g.numel() for g in gradients])):
+        gradient.copy_(averaged.view_as(gradient))
+
+
+def share_weights(module):
+    """The first process's parameters and buffers on every process: they start from the same
+    seed, and this makes sure of it."""
+    if world() == 1:
+        return
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            torch.distributed.broadcast(tensor, src=0)
+
+
+def share_buffers(module):
+    """The first process's floating-point buffers (BatchNorm's running statistics, spectral norm's
+    u and v) on every process, as DistributedDataParallel's broadcast_buffers does: each process
+    normalises its own shard of a batch, so their running statistics drift apart, and the saved
+    weights and the EMA must be the same on all."""
+    if world() == 1:
+        return
+    buffers = [buffer for buffer in module.buffers() if buffer.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([buffer.flatten() for buffer in buffers])
+    torch.distributed.broadcast(flat, src=0)
+    for buffer, shared in zip(buffers, flat.split([b.numel() for b in buffers])):
+        buffer.copy_(shared.view_as(buffer))
+
+
+def agreed(values):
+    """values (a list of numbers) as the processes agree on them: the largest of each, so that a
+    stop one process asks for (Ctrl-C, the time budget, on the first) stops every process at the
+    same step."""
+    if world() == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX, group=_control_group)
+    return tensor.tolist()
+
+
+def first_process_value(value):
+    """The first process's value of a number every process computes for itself (a clock's)."""
+    if world() == 1:
+        return value
+    shared = [value]
+    torch.distributed.broadcast_object_list(shared, src=0, group=_control_group)
+    return shared[0]
+
+
+def gathered(value):
+    """[every process's value], on every process (the RNG states for the checkpoint)."""
+    if world() == 1:
+        return [value]
+    values = [None] * world()
+    torch.distributed.all_gather_object(values, value, group=_control_group)
+    return values
+
+
+def check_processes_agree(run):
+    """At the end of a run on several processes: every process holds the same weights, buffers
+    and EMA, bit for bit, or the run is refused as diverged between processes."""
+    if world() == 1:
+        return
+    digest = hashlib.sha1(usedforsecurity=False)
+    for module in (run.generator, run.discriminator, run.ema):
+        for tensor in module.state_dict().values() if module is not None else []:
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digests = gathered(digest.hexdigest())
+    if len(set(digests)) > 1:
+        raise NonFiniteLoss(
+            f"the {world()} processes ended with different weights ({', '.join(digests)})"
+        )
+    say(f"the {world()} processes end with the same weights, bit for bit")
+
+
+def say(message):
+    """A line for the person at the terminal: from the first process only."""
+    if rank() == 0:
+        tqdm.write(message)

@@ -140,7 +140,7 @@ def measure(args):
     import machinery
 
     module = importlib.import_module(args.script)
-    config = module.Config(
+    settings = dict(
         img_size=args.img_size,
         g_channels=args.width,
         d_channels=args.width,
@@ -151,6 +151,8 @@ def measure(args):
         progress=False,
         **MODES[args.mode],
     )
+    # the preset's model and method (cpu: its upsampling and n_critic), the flags above on top
+    config = module.Config(**{**module.PRESETS.get(args.preset, {}), **settings})
     device = machinery.resolve_device(config.device)
     if args.mode in ("fast", "fp16"):  # as train_command does
         machinery.keep_freed_cpu_memory(device)
@@ -224,6 +226,11 @@ def main():
         "--modes", nargs="+", default=["naive", "memory", "cl", "fast"], choices=list(MODES)
     )
     parser.add_argument("--width", type=int, default=128, help="g_channels = d_channels")
+    parser.add_argument(
+        "--preset",
+        default="",
+        help="start from the script's preset (cpu: its upsampling, n_critic)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=40, help="timed critic steps")

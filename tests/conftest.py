@@ -12,6 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the scripts are importable modules: `import gan_complete`
+# The tests run alone on their machine: the runs they start in this process take every core, not
+# the one fewer a run leaves free by default (machinery.set_cpu_threads), unless told otherwise.
+os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
 
 SCRIPTS = ["gan_complete", "wgan_clip", "dcgan", "sngan"]
 
