@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
+import preprocess
 from preprocess import write_atomically
 
 # rows of one samples_per_class page: the 102 flower classes fill 3 legible pages
@@ -155,6 +156,10 @@ def save_labelled_grid(images, row_names, path, title, nrow):
 
 
 def class_label(name):
+    """A class as the figures name it: a Flowers class by its number and official name ("054
+    sunflower"), another number as "class N", any other name as it is."""
+    if flower := preprocess.flower_name(name):
+        return f"{name} {flower}"
     return f"class {name}" if name.isdigit() else name
 
 
@@ -367,9 +372,7 @@ def write_latent_pairs(pairs, z, out_dir):
     write_atomically(Path(out_dir) / "latent_pairs.csv", lambda f: f.write(text))
 
 
-def plot_latent_pairs(
-    pairs, summary, images, z, image_distance, z_distance, out_dir, over_classes
-):
+def plot_latent_pairs(pairs, summary, images, z, image_distance, z_distance, out_dir, over_classes):
     """latent_space_analysis.png: left, each pair's two images side by side with its distances
     (and their classes below); middle, where the pairs fall among all pairs (image against z
     distance, and the z distances alone); right, the chosen z vectors themselves."""

@@ -1194,8 +1194,8 @@ def save_samples(generator, noise, labels, path, class_names):
 
 
 def class_indices(class_names, classes):
-    """The indices of --classes (names, or numbers: 3 finds '003' and 'class_3'); all when it is
-    empty."""
+    """The indices of --classes (names, or numbers: 3 finds '003' and 'class_3'; a Flowers
+    class also by its official name, sunflower for 054); all when it is empty."""
     indices = []
     numbers = [
         int(match.group()) if (match := re.search(r"\d+$", name)) else None for name in class_names
@@ -1204,7 +1204,9 @@ def class_indices(class_names, classes):
         found = [
             i
             for i, name in enumerate(class_names)
-            if name == token or (token.isdigit() and numbers[i] == int(token))
+            if name == token
+            or (token.isdigit() and numbers[i] == int(token))
+            or (preprocess.flower_name(name) or "").lower() == token.lower()  # sunflower: 054
         ]
         if not found:
             raise ConfigError(

@@ -52,7 +52,7 @@ class Config(machinery.Settings):
     ema_decay: float = 0.999  # EMA of the generator's weights (samples, saved weights); 0 = off
     diffaugment: str = ""  # DiffAugment of every critic input: color,translation,cutout; "" = off
     # the run
-    preset: str = ""  # a recipe of PRESETS below (none yet; gan_complete.py has cpu)
+    preset: str = ""  # a recipe of PRESETS: none measured for this method (gan_complete.py: cpu)
     epochs: int = 5  # passes over the (rotated) data set
     # the data stage is not counted; a resumed run counts the minutes of its earlier sessions
     minutes: float = 0.0  # also stop once training has run this many minutes; 0 = no limit

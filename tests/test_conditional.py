@@ -275,6 +275,17 @@ def test_generate_per_class_says_what_is_wrong(conditional_runs, cache_dir, tmp_
         gan_complete.generate_per_class(plain / "generator.pkl")
 
 
+def test_a_flowers_class_is_named_and_chosen_by_its_official_name():
+    flowers = [f"{number:03d}" for number in range(1, 103)]
+    assert machinery.class_indices(flowers, "sunflower, 5, Buttercup") == [53, 4, 47]
+    assert analysis.class_label("054") == "054 sunflower"
+    # other data's classes stay as they are
+    assert machinery.class_indices(["class_0", "class_1"], "1") == [1]
+    assert analysis.class_label("class_1") == "class_1" and analysis.class_label("7") == "class 7"
+    with pytest.raises(machinery.ConfigError, match="there is no class 'tulip'"):
+        machinery.class_indices(flowers, "tulip")
+
+
 def test_many_classes_make_pages_of_labelled_rows(tmp_path):
     names = [f"{i:03d}" for i in range(1, 103)]
     images = torch.rand(102, 2, 3, 16, 16) * 2 - 1
