@@ -1376,10 +1376,8 @@ def invert_photos(config, generator, data, device, out_dir):
     for path, error, label, norm in zip(
         config.invert, found.rms.tolist(), found.classes.tolist(), found.z_norm.tolist()
     ):
-        rows.append(
-            f"{Path(path).name}: RMS {error:.0f}/255" + (f", {names[label]}" if names else "")
-        )
-        found_as = f" as {names[label]}" if names else ""
+        found_as = f" as {analysis.class_label(names[label])}" if names else ""
+        rows.append(f"{Path(path).name}: RMS {error:.0f}/255{found_as}")
         print(
             f"{path}: found in z{found_as} at an RMS error of {error:.1f} of 255 levels, "
             f"|z| = {norm:.2f} sqrt(z_dim) (N(0, I) puts z near 1)"
