@@ -108,3 +108,16 @@ def test_a_bad_photo_stops_with_one_line(tiny_run, monkeypatch, capsys, args, wo
     assert gan_complete.main([*sample, *args]) == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1, err
+
+
+def test_a_photo_too_large_to_decode_safely_stops_with_one_line(tiny_run, monkeypatch, capsys):
+    # PIL refuses a decompression bomb (a 14000 x 13000 PNG in the wild; here a limit lowered to
+    # a quarter of this photo's pixels) with its own error, not an OSError
+    photo(tiny_run / "large.png", seed=3)
+    with Image.open(tiny_run / "large.png") as image:
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", image.width * image.height // 4)
+    monkeypatch.chdir(tiny_run)
+    assert gan_complete.main(["--sample", "generator.pkl", "--invert", "large.png"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read large.png as an image" in err and "decompression bomb" in err.lower()
+    assert err.count("\n") == 1, err
