@@ -1,4 +1,4 @@
-"""The figures every training script writes for a person to look at, the same for all three methods.
+"""The figures every training script writes for a person to look at, the same for all four methods.
 
     losses         training_losses.png: the losses against the step, raw and smoothed
     latent space   latent_space_analysis.png, latent_l2_norms.txt, latent_pairs.csv,
@@ -10,8 +10,8 @@
     progress       training_progress.gif: the fixed-noise grid of every epoch, as an animation
     inversion      inversion.png, inversion_interpolation.png (--invert): real photos found in z
 
-Kept apart from gan_complete.py, wgan_clip.py and dcgan.py as preprocess.py is: these are no part of
-any method, and each script stays the one file that tells its method. Every function takes images or
+Kept apart from gan_complete.py, wgan_clip.py, dcgan.py and sngan.py as preprocess.py and
+machinery.py are: these are no part of any method, and each script tells only its method. Every function takes images or
 a draw(z, labels) -> images function (labels None for an unconditional generator), never a model,
 and writes whole files (preprocess.write_atomically).
 """
