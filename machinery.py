@@ -440,9 +440,9 @@ def train_command(script, config, given):
 def set_cpu_threads(config, device):
     """torch's CPU threads for a run on the CPU: --threads, else OMP_NUM_THREADS, else one fewer
     than the cores. With every core taken, one busy core (a browser, a second run) makes every
-    thread wait for the one that lost it at each operation's end: on 2 cores beside one busy
-    process, 2 threads trained 3.8x slower than alone and 1 thread about as fast as alone
-    (benchmarks/bench_threads.py, README "Measurements and machines")."""
+    thread wait for the one that lost it at each operation's end, and the run slows several times
+    over; a core left free costs a little alone (benchmarks/bench_threads.py; README, "A CPU shared
+    with other programs")."""
     if device.type != "cpu":
         return
     if config.threads:
