@@ -11,9 +11,9 @@
     inversion      inversion.png, inversion_interpolation.png (--invert): real photos found in z
 
 Kept apart from gan_complete.py, wgan_clip.py, dcgan.py and sngan.py as preprocess.py and
-machinery.py are: these are no part of any method, and each script tells only its method. Every function takes images or
-a draw(z, labels) -> images function (labels None for an unconditional generator), never a model,
-and writes whole files (preprocess.write_atomically).
+machinery.py are: these are no part of any method, and each script tells only its method. Every
+function takes images or a draw(z, labels) -> images function (labels None for an unconditional
+generator), never a model, and writes whole files (preprocess.write_atomically).
 """
 
 import csv

@@ -145,10 +145,21 @@ def test_every_script_trains_under_torchrun_into_one_set_of_outputs(name, cache_
         assert (tmp_path / output).stat().st_size > 0, output
 
 
-def wait_for_first_epoch(process):
+def start_until_first_epoch(*args):
+    """A torchrun run in a session of its own, as a terminal starts one, once its first epoch is
+    done (so that a stop lands inside the second)."""
+    process = subprocess.Popen(
+        torchrun(*args),
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**subprocess_env(), "OMP_NUM_THREADS": "1"},
+        start_new_session=True,
+    )
     for line in process.stdout:
         if line.startswith("epoch 1/"):
-            return
+            return process
     raise AssertionError("the run ended before its first epoch")
 
 
@@ -157,16 +168,7 @@ def test_a_two_process_run_stopped_by_ctrl_c_resumes_bitwise_equal(cache_dir, tm
     assert run_torchrun("gan_complete.py", *args(tmp_path / "whole")).returncode == 0
 
     # Ctrl-C in a terminal reaches torchrun and every process of its group
-    process = subprocess.Popen(
-        torchrun("gan_complete.py", *args(tmp_path / "stopped")),
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**subprocess_env(), "OMP_NUM_THREADS": "1"},
-        start_new_session=True,
-    )
-    wait_for_first_epoch(process)
+    process = start_until_first_epoch("gan_complete.py", *args(tmp_path / "stopped"))
     os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=300)
     assert process.returncode != 0
@@ -185,18 +187,8 @@ def test_a_two_process_run_stopped_by_ctrl_c_resumes_bitwise_equal(cache_dir, tm
 
 def test_a_killed_process_stops_the_others_and_one_process_resumes(cache_dir, tmp_path):
     out = tmp_path / "run"
-    process = subprocess.Popen(
-        torchrun(
-            "dcgan.py", *tiny_args(cache_dir, out, "--synthetic-images", "160", "--epochs", "4")
-        ),
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**subprocess_env(), "OMP_NUM_THREADS": "1"},
-        start_new_session=True,
-    )
-    wait_for_first_epoch(process)
+    arguments = tiny_args(cache_dir, out, "--synthetic-images", "160", "--epochs", "4")
+    process = start_until_first_epoch("dcgan.py", *arguments)
     children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True)
     workers = [
         pid
