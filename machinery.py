@@ -430,8 +430,9 @@ def train_command(script, config, given):
             run.writer.close()
     if rank() == 0:
         write_final_outputs(run)
+        epochs = f"{info['epochs_done']} epoch" + ("s" if info["epochs_done"] != 1 else "")
         print(
-            f"done: {info['epochs_done']} epochs, {info['generator_steps']} generator steps in "
+            f"done: {epochs}, {info['generator_steps']} generator steps in "
             f"{info['wall_time_s']:.0f}s ({info['images_per_s']:.0f} img/s). Outputs in {out_dir}/"
         )
     return 0
@@ -587,7 +588,11 @@ class InMemoryLoader:
 # an overflow.
 FP16_INITIAL_SCALE = {"scaler_g": 2.0**14, "scaler_d": 2.0**5}
 SKIPPED_LIMIT = 100  # this many steps in a row with a skipped update: the run diverged
-PACE_STEPS = 3  # the pace line comes after this many steps of a session, the first not counted
+# the pace line comes once PACE_STEPS steps of a session are done (the first, a warm-up, not timed)
+# and PACE_SECONDS of steps are timed or an epoch has ended: the first few steps run slower, and a
+# fast run's estimate from them was half again too long
+PACE_STEPS = 3
+PACE_SECONDS = 10
 # what a checkpoint holds besides the metrics: the parts' state_dicts and the counters
 PARTS = ("generator", "discriminator", "ema", "opt_g", "opt_d", "sched_g", "sched_d")
 SCALERS = ("scaler_g", "scaler_d")
@@ -816,8 +821,9 @@ def end_step(run, **metrics):
         save_checkpoint(run)
     if run.step == run.first_step + 1:
         run.pace_from = (run.step, training_time(run))
-    if run.pace_from and run.step == run.pace_from[0] + PACE_STEPS - 1:
+    if pace_known(run):
         report_pace(run)
+        run.pace_from = None  # said once a session
     if signum:
         raise TrainingInterrupted(signum)
     return bool(spent)
@@ -910,16 +916,25 @@ def out_of_time(config, elapsed):
     return config.minutes > 0 and elapsed >= 60 * config.minutes
 
 
+def pace_known(run):
+    """Whether the steps timed so far give a pace (PACE_STEPS, PACE_SECONDS)."""
+    if run.pace_from is None or run.step < run.pace_from[0] + PACE_STEPS - 1:
+        return False
+    timed = training_time(run) - run.pace_from[1]
+    return timed >= PACE_SECONDS or run.step % run.data.steps_per_epoch == 0
+
+
 def report_pace(run):
-    """Once, after the first steps of a session: roughly how long the run will take at this speed,
-    and whether a --minutes budget ends it before its learning rate has decayed. Rough: a few
-    steps, the session's first (warm-up) not counted."""
+    """Once a session, when pace_known: roughly how long the run will take at this speed, and
+    whether a --minutes budget ends it before its learning rate has decayed. The session's first
+    step (a warm-up) is not timed."""
     config, (since_step, since) = run.config, run.pace_from
-    per_step = (training_time(run) - since) / (run.step - since_step)
+    timed_steps = run.step - since_step
+    per_step = (training_time(run) - since) / timed_steps
     hours = (run.total_steps - run.step) * per_step / 3600
     left = f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} minutes"
     message = (
-        f"pace: about {per_step:.2f} s a step here (from the first steps), so the "
+        f"pace: about {per_step:.2f} s a step here (timed over {timed_steps:,} steps), so the "
         f"{config.epochs} epochs ({run.total_steps:,} steps) need roughly {left} more"
     )
     if run.device.type == "cpu" and hours > 0.5 and not config.minutes:

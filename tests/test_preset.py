@@ -121,7 +121,7 @@ def test_a_budget_that_stops_a_decaying_schedule_says_so_once_the_pace_is_known(
     out = capsys.readouterr().out
     assert (
         out.count("pace: ") == 1
-        and "s a step here (from the first steps), so the 2 epochs (" in out
+        and "s a step here (timed over 8 steps), so the 2 epochs (" in out  # epoch 1 ends
     )
     assert "--minutes 10 stops it near step" in out
     assert "cosine learning-rate decay" not in out  # 10 minutes reach the end of this tiny run
@@ -143,7 +143,7 @@ def test_the_pace_names_the_decay_that_a_budget_cuts_short(monkeypatch):
     )
     machinery.report_pace(run)
     assert messages[0].startswith(
-        "pace: about 0.20 s a step here (from the first steps), so the 60 epochs (46,020 steps) "
+        "pace: about 0.20 s a step here (timed over 10 steps), so the 60 epochs (46,020 steps) "
         "need roughly 2.6 h"
     )
     assert "stops it near step 3,00" in messages[0]
@@ -151,6 +151,21 @@ def test_the_pace_names_the_decay_that_a_budget_cuts_short(monkeypatch):
         "7% of the way through its cosine learning-rate decay (--lr-schedule constant"
         in messages[0]
     )
+
+
+def test_the_pace_waits_for_ten_seconds_of_steps_or_the_end_of_an_epoch():
+    # the first steps run slower: a fast run's pace from three of them was half again too slow
+    now = machinery.time.perf_counter()
+    run = types.SimpleNamespace(
+        pace_from=(1, 0.0), data=types.SimpleNamespace(steps_per_epoch=255), step=3, started=now
+    )
+    assert not machinery.pace_known(run)  # 3 steps in no time, in the middle of an epoch
+    run.started = now - machinery.PACE_SECONDS
+    assert machinery.pace_known(run)  # 10 s of steps
+    run.step, run.started = 2, now - 60
+    assert not machinery.pace_known(run)  # 60 s but one step timed: a step of a wide model
+    run.step, run.started, run.data.steps_per_epoch = 3, now, 3
+    assert machinery.pace_known(run)  # a short epoch ended
 
 
 def test_a_gpu_sized_model_on_a_cpu_is_named_at_once_and_the_pace_after_three_steps(
@@ -162,7 +177,7 @@ def test_a_gpu_sized_model_on_a_cpu_is_named_at_once_and_the_pace_after_three_st
     out = capsys.readouterr().out
     before_training = out.split("pace: ")[0]
     assert "width 512 is sized for a GPU" in before_training and "--preset cpu" in before_training
-    # the pace comes after the first 3 steps, not after log_every (50) steps
+    # the pace comes at the end of the first epoch (3 steps), not after log_every (50) steps
     assert out.count("pace: about ") == 1 and out.index("pace: ") < out.index("epoch 1/1")
 
 
