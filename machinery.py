@@ -470,7 +470,8 @@ def print_banner(run, given):
     )
     fields = fields_in_reading_order(type(config))
     print(" ".join(f"{field.name}={getattr(config, field.name)}" for field in fields))
-    if overrides := preset_overrides(run.script, config, given):
+    # a resumed run keeps the values its config.json saved, whatever the preset says
+    if not config.resume and (overrides := preset_overrides(run.script, config, given)):
         print(overrides)
     width = max(config.g_channels, config.d_channels)
     if run.device.type == "cpu" and width > CPU_WIDTH:
@@ -1568,6 +1569,10 @@ def restore_checkpoint(run):
         seed_everything(run.config.seed + 7919 * rank() + run.step, run.config.deterministic)
     rows = checkpoint["metrics"].tolist()
     run.rows = [[int(row[0]), int(row[1]), *row[2:]] for row in rows]
+    say(
+        f"resumed from {path} at step {run.step:,} ({run.g_steps:,} generator steps, epoch "
+        f"{run.epoch + 1}, {run.elapsed / 60:.1f} minutes trained)"
+    )
 
 
 def load_checkpoint(path):

@@ -259,3 +259,17 @@ def test_an_unknown_preset_stops_with_one_line(script, preset, words, tmp_path, 
 def test_a_negative_or_nan_budget_is_refused(minutes, capsys):
     assert gan_complete.main(["--minutes", minutes]) == 2
     assert "--minutes must be" in capsys.readouterr().err
+
+
+def test_a_resumed_preset_run_says_where_it_resumes_not_what_the_preset_would_set(
+    cache_dir, tmp_path, capsys
+):
+    # typed at the start: --n-critic 1 beside --preset cpu (which sets 2)
+    arguments = tiny_args(cache_dir, tmp_path, "--preset", "cpu", "--n-critic", "1")
+    assert gan_complete.main([*arguments, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert gan_complete.main(["--out-dir", str(tmp_path), "--resume", "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "n_critic=1 " in out and "--preset cpu sets" not in out
+    assert f"resumed from {tmp_path / 'checkpoint.pt'} at step 3 (" in out  # 48 images, batch 16
+    assert "epoch 2, " in out
