@@ -2,10 +2,10 @@
 
 Spectral normalisation (Miyato et al. 2018, "Spectral Normalization for Generative Adversarial
 Networks") divides every weight of the discriminator by its largest singular value, estimated by
-one power iteration per step, so that each layer, and so the whole discriminator, is at most
-1-Lipschitz: the constraint lives in the layers, with no penalty and no second backward pass.
-The hinge loss, no normalisation layer in the discriminator, Adam with betas (0, 0.9), n_critic
-5 and a linear decay, as in the authors' released code.
+one power iteration at every forward pass in training, so that each layer, and so the whole
+discriminator, is at most 1-Lipschitz: the constraint lives in the layers, with no penalty and
+no second backward pass. The hinge loss, no normalisation layer in the discriminator, Adam with
+betas (0, 0.9), n_critic 5 and a linear decay, as in the authors' released code.
 
 Run it:
     python sngan.py                                  # the defaults: 64x64, 60 epochs
@@ -191,11 +191,12 @@ def critic_norm(channels):
 
 def critic_layer(layer):
     """The layer's weight W divided by its largest singular value sigma(W) at every use, sigma
-    estimated by one power iteration per training step, as in the paper (torch's spectral_norm
-    parametrisation). Its vectors u and v are buffers of the layer: saved in the checkpoint, so a
-    resumed run stays bitwise equal, and in discriminator.pkl, beside the unnormalised weight
-    (keys ending parametrizations.weight.original, ..._u, ..._v). A convolution's kernel counts
-    as a matrix of out_channels rows, as in the paper."""
+    estimated by one power iteration at every forward pass in training mode (torch's spectral_norm
+    parametrisation), so a critic step, which scores the real and the fake batch, takes two. Its
+    vectors u and v are buffers of the layer: saved in the checkpoint, so a resumed run stays
+    bitwise equal, and in discriminator.pkl, beside the unnormalised weight (keys ending
+    parametrizations.weight.original, ..._u, ..._v). A convolution's kernel counts as a matrix of
+    out_channels rows, as in the paper."""
     return nn.utils.parametrizations.spectral_norm(layer)
 
 
