@@ -111,7 +111,7 @@ class Settings:
     latent_pool: int = 256  # images generated for the latent-space analysis
     resume: bool = False  # continue the run in out_dir from its checkpoint
     overwrite: bool = False  # start afresh even if out_dir holds a run
-    progress: bool = True  # show tqdm progress bars
+    progress: bool = True  # show tqdm progress bars (in a terminal; never in a redirected log)
     tensorboard: bool = False  # also log to out_dir/tensorboard/ (pip install tensorboard)
     # sampling from saved weights instead of training
     sample: str = ""  # path of a generator.pkl: write samples from it and exit
@@ -748,7 +748,7 @@ def batches(run, epoch):
         desc=f"epoch {epoch + 1}/{run.config.epochs}",
         leave=False,
         dynamic_ncols=True,
-        disable=not run.config.progress or rank() > 0,
+        disable=None if run.config.progress and rank() == 0 else True,  # None: a terminal only
     )
     with bar:
         for real, labels in run.data.batches(epoch, start=run.batch):
@@ -1225,9 +1225,12 @@ def class_indices(class_names, classes):
             or (preprocess.flower_name(name) or "").lower() == token.lower()  # sunflower: 054
         ]
         if not found:
+            names = (
+                " (or a flower's name: sunflower)" if preprocess.flower_name(class_names[0]) else ""
+            )
             raise ConfigError(
                 f"--classes: there is no class {token!r}; this generator's classes are "
-                f"{', '.join(class_names[:3])}, ..., {class_names[-1]}"
+                f"{', '.join(class_names[:3])}, ..., {class_names[-1]}{names}"
             )
         indices.append(found[0])
     return indices or list(range(len(class_names)))

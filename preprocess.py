@@ -289,7 +289,7 @@ class Config:
     )
     synthetic_images: int = option(2000, "number of images for --source synthetic")
     synthetic_classes: int = option(10, "number of flower classes for --source synthetic")
-    progress: bool = option(True, "show a progress bar")
+    progress: bool = option(True, "show a progress bar (in a terminal)")
 
 
 class Source(NamedTuple):
@@ -1082,7 +1082,11 @@ def build_cache(
     with task_mapper(workers) as mapper:
         results = mapper(process_task, todo)
         for index, arrays, reason in tqdm(
-            results, total=len(todo), desc="preprocess", unit="img", disable=not progress
+            results,
+            total=len(todo),
+            desc="preprocess",
+            unit="img",
+            disable=None if progress else True,
         ):
             if reason is not None:
                 record = records[index]

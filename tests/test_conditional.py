@@ -282,8 +282,10 @@ def test_a_flowers_class_is_named_and_chosen_by_its_official_name():
     # other data's classes stay as they are
     assert machinery.class_indices(["class_0", "class_1"], "1") == [1]
     assert analysis.class_label("class_1") == "class_1" and analysis.class_label("7") == "class 7"
-    with pytest.raises(machinery.ConfigError, match="there is no class 'tulip'"):
+    with pytest.raises(machinery.ConfigError, match="there is no class 'tulip'.*flower's name"):
         machinery.class_indices(flowers, "tulip")
+    with pytest.raises(machinery.ConfigError, match="class_1$"):  # no flowers, no name hint
+        machinery.class_indices(["class_0", "class_1"], "tulip")
 
 
 def test_many_classes_make_pages_of_labelled_rows(tmp_path):

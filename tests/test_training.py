@@ -773,3 +773,20 @@ def test_a_saved_ema_generator_describes_its_own_batchnorm_statistics(script, fi
     first = generator.net[0]
     mean, var = batchnorm_inputs(generator, torch.randn(2048, config.z_dim))[first]
     assert torch.allclose(first.running_var, var, rtol=0.2)
+
+
+def test_a_redirected_log_gets_no_progress_bars(tmp_path):
+    # tqdm's bars are for a terminal: in a log file each redraw is another line of \r's
+    arguments = [
+        arg for arg in tiny_args(tmp_path / "cache", tmp_path / "out") if arg != "--no-progress"
+    ]
+    result = subprocess.run(
+        [sys.executable, "dcgan.py", *arguments, "--epochs", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "\r" not in result.stdout + result.stderr and "it/s" not in result.stderr
+    assert "epoch 1/1" in result.stdout
