@@ -1315,6 +1315,8 @@ def sample_from_weights(script, config, given):
     for pattern in ("sample_*.png", "*/sample_*.png", "samples_grid.png", "samples_per_class*.png"):
         for old in out_dir.glob(pattern):
             old.unlink()
+            if old.parent != out_dir and not any(old.parent.iterdir()):  # its class folder
+                old.parent.rmdir()
     written = []  # (image, its file)
     if config.per_class:
         names = [data["class_names"][i] for i in indices]

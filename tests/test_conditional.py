@@ -182,6 +182,8 @@ def test_sampling_per_class_writes_n_images_of_each_chosen_class(
     assert (
         sorted(p.parent.name for p in tmp_path.glob("*/*.png")) == ["class_1"] * 2 + ["class_3"] * 2
     )
+    # the other classes' folders went with their images
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["class_1", "class_3"]
 
 
 def test_sampling_a_conditional_generator_draws_random_classes_and_names_each(
